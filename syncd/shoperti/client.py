@@ -1,0 +1,678 @@
+"""The HTTP client for Shoperti's API (SPEC §2): the transport envelope and nothing more.
+
+It knows how to talk to the API: the bearer token, timeouts, retries with
+exponential backoff and full jitter, ``429 Retry-After``, the status codes of
+SPEC §2, the paginated list envelope (``data`` + ``meta.pagination``) and
+single objects that come bare or wrapped as ``{"data": {...}}``. It hands back
+raw JSON objects (``dict[str, Any]``); turning them into typed events, orders
+and customers is ``syncd.shoperti.wire``'s job.
+
+It must never:
+
+- know about the database (cursors are handed back as JSON-able dicts; the
+  caller decides where to keep them);
+- read resource fields (``id``, ``type``, ``created_at``… of an order or an
+  event): the only keys it reads are those of the envelope;
+- let an ``httpx`` exception reach a caller: every one becomes a
+  :class:`syncd.errors.ApiError` (or :class:`~syncd.errors.WireError` for a
+  body of the wrong shape) at this boundary, ``raise … from exc``;
+- put the API key anywhere but the ``Authorization`` header of a request to
+  the configured API origin: not in URLs, logs, exception messages or
+  ``repr``; a ``links.next`` to another origin is refused, redirects are not
+  followed;
+- log a response body (it holds customer data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final, Literal, Self, get_args
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from syncd.errors import (
+    ApiAuthError,
+    ApiError,
+    ApiNotFound,
+    ApiRateLimited,
+    ApiUnavailable,
+    ConfigError,
+    WireError,
+)
+
+__all__ = ["Page", "PageCursor", "Resource", "ShopertiClient", "format_since"]
+
+log = logging.getLogger("syncd.shoperti")
+
+Resource = Literal["events", "orders", "customers"]
+RESOURCES: Final[tuple[str, ...]] = get_args(Resource)
+
+# SPEC §2: events are listed by creation time, orders and customers by update time.
+SINCE_PARAM: Final[Mapping[str, str]] = {
+    "events": "created_at_min",
+    "orders": "updated_at_min",
+    "customers": "updated_at_min",
+}
+
+MAX_PER_PAGE: Final = 100
+USER_AGENT: Final = "syncd"
+# Keep wrapped transport messages short: they end up in `events.last_error` and in logs.
+MAX_REASON_CHARS: Final = 200
+
+ResponseHook = Callable[[str, int | str], None]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def format_since(since: datetime) -> str:
+    """``since`` as the API's ``*_min`` parameter: ISO 8601 in UTC with an offset.
+
+    A naive datetime is taken as UTC. Sub-second precision is dropped, which
+    moves the bound earlier, never later: an inclusive ``*_min`` may then
+    return a few items again (ingest is idempotent) but never skips one.
+    """
+    aware = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    return aware.replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    """Everything needed to fetch one page of a listing, in this process or another.
+
+    ``url`` is the absolute ``links.next`` the API gave, when it gave one; it is
+    followed as is. Otherwise the page is asked for by number with the query
+    rebuilt from ``resource``, ``since`` (already formatted) and ``per_page``.
+    ``to_dict()`` / ``from_dict()`` round-trip through JSON, so a backfill can
+    checkpoint a cursor in a database row and resume from it after a crash.
+    """
+
+    resource: Resource
+    page: int
+    per_page: int = MAX_PER_PAGE
+    since: str | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.resource not in RESOURCES:
+            raise ValueError(f"unknown resource {self.resource!r}; expected one of {RESOURCES}")
+        if isinstance(self.page, bool) or not isinstance(self.page, int) or self.page < 1:
+            raise ValueError(f"page must be an integer >= 1, not {self.page!r}")
+        if (
+            isinstance(self.per_page, bool)
+            or not isinstance(self.per_page, int)
+            or not 1 <= self.per_page <= MAX_PER_PAGE
+        ):
+            raise ValueError(
+                f"per_page must be an integer in 1..{MAX_PER_PAGE}, not {self.per_page!r}"
+            )
+        if self.since is not None and not isinstance(self.since, str):
+            raise ValueError(f"since must be a string or None, not {type(self.since).__name__}")
+        if self.url is not None and not isinstance(self.url, str):
+            raise ValueError(f"url must be a string or None, not {type(self.url).__name__}")
+
+    def query(self) -> dict[str, str | int]:
+        """The query string for asking for ``page`` by number."""
+        params: dict[str, str | int] = {}
+        if self.since is not None:
+            params[SINCE_PARAM[self.resource]] = self.since
+        params["page"] = self.page
+        params["per_page"] = self.per_page
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "page": self.page,
+            "per_page": self.per_page,
+            "since": self.since,
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PageCursor:
+        """Rebuild a cursor saved by :meth:`to_dict`; ``ValueError`` if it is not one."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a page cursor is a JSON object, not {type(data).__name__}")
+        unknown = set(data) - {"resource", "page", "per_page", "since", "url"}
+        if unknown:
+            raise ValueError(f"unknown page cursor keys: {sorted(unknown)}")
+        if "resource" not in data or "page" not in data:
+            raise ValueError("a page cursor needs at least 'resource' and 'page'")
+        return cls(
+            resource=data["resource"],
+            page=data["page"],
+            per_page=data.get("per_page", MAX_PER_PAGE),
+            since=data.get("since"),
+            url=data.get("url"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing: raw items, where we are, and how to get the next one.
+
+    ``next`` is None on the last page (and on an empty page, which ends a listing).
+    """
+
+    items: list[dict[str, Any]]
+    number: int
+    total_pages: int | None
+    total: int | None
+    next: PageCursor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> _Origin:
+        default_port = 443 if url.scheme == "https" else 80
+        return cls(url.scheme, url.host.lower(), url.port or default_port)
+
+
+class ShopertiClient:
+    """Async client for one store's Shoperti API. Use as ``async with ShopertiClient(...)``.
+
+    Every method raises only :class:`~syncd.errors.ApiError` subclasses (the API
+    failed, after retries where retrying makes sense) or
+    :class:`~syncd.errors.WireError` (the API answered with a body of the wrong shape).
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_response: ResponseHook | None = None,
+        sleep: Sleep = asyncio.sleep,
+        store: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._base = _parse_api_url(api_url)
+        self._origin = _Origin.of(self._base)
+        self.api_url = str(self._base)
+        _check_api_key(api_key)
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if min(timeout, connect_timeout, backoff_base, backoff_max, max_retry_after) < 0:
+            raise ValueError("timeouts and delays must not be negative")
+        self._api_key = api_key
+        self.store = store
+        self._max_attempts = max_attempts
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._max_retry_after = max_retry_after
+        self._on_response = on_response
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._clock = clock
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
+            # A redirect is an answer we did not ask for; never carry the token along one.
+            follow_redirects=False,
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        )
+
+    def __repr__(self) -> str:
+        store = f", store={self.store!r}" if self.store is not None else ""
+        return f"{type(self).__name__}(api_url={self.api_url!r}{store})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- single objects ---------------------------------------------------------
+
+    async def get_event(self, event_id: str | int) -> dict[str, Any]:
+        """``GET /events/{id}``; :class:`ApiNotFound` when the API does not know the id."""
+        return await self._get_one("events", event_id)
+
+    async def get_order(self, order_id: str | int) -> dict[str, Any]:
+        return await self._get_one("orders", order_id)
+
+    async def get_customer(self, customer_id: str | int) -> dict[str, Any]:
+        return await self._get_one("customers", customer_id)
+
+    async def _get_one(self, resource: Resource, object_id: str | int) -> dict[str, Any]:
+        endpoint = f"{resource}.get"
+        text_id = str(object_id)
+        # "." and ".." would be resolved as path segments and fetch something else.
+        if text_id in ("", ".", ".."):
+            raise ApiNotFound(f"{endpoint}: {text_id!r} is not a valid id", status=None)
+        url = self._base.copy_with(path=f"{self._base.path}/{resource}/{quote(text_id, safe='')}")
+        body = await self._request(endpoint, url)
+        return _unwrap_single(endpoint, body)
+
+    # -- listings ---------------------------------------------------------------
+
+    def pages(
+        self,
+        resource: Resource,
+        *,
+        since: datetime | None,
+        per_page: int = MAX_PER_PAGE,
+        start: PageCursor | None = None,
+    ) -> AsyncIterator[Page]:
+        """Iterate over a listing page by page, oldest first (SPEC §2).
+
+        ``since`` maps to ``created_at_min`` for events and ``updated_at_min``
+        for orders and customers; None lists everything. With ``start`` (a
+        cursor saved from ``Page.next``) the listing resumes where it stopped:
+        the cursor carries its own query, so ``since`` and ``per_page`` are
+        then ignored. Arguments are checked here, before any request.
+        """
+        if resource not in RESOURCES:
+            raise ValueError(f"unknown resource {resource!r}; expected one of {RESOURCES}")
+        if start is None:
+            cursor = PageCursor(
+                resource=resource,
+                page=1,
+                per_page=per_page,
+                since=format_since(since) if since is not None else None,
+            )
+        elif start.resource != resource:
+            raise ValueError(f"cursor is for {start.resource!r}, not {resource!r}")
+        else:
+            cursor = start
+        return self._iter_pages(cursor)
+
+    async def _iter_pages(self, cursor: PageCursor) -> AsyncIterator[Page]:
+        endpoint = f"{cursor.resource}.list"
+        seen_urls: set[str] = set()
+        previous_number: int | None = None
+        next_cursor: PageCursor | None = cursor
+        while next_cursor is not None:
+            cursor = next_cursor
+            if cursor.url is not None:
+                url = self._checked_next_url(endpoint, cursor.url)
+                # A server that links a page to itself (or back) would keep us here forever.
+                if str(url) in seen_urls:
+                    raise WireError(f"{endpoint}: links.next points back to a page already read")
+                seen_urls.add(str(url))
+                params: dict[str, str | int] | None = None
+            else:
+                url = self._base.copy_with(path=f"{self._base.path}/{cursor.resource}")
+                params = cursor.query()
+            body = await self._request(endpoint, url, params=params)
+            envelope = _parse_page(endpoint, body, cursor)
+            if previous_number is not None and envelope.number <= previous_number:
+                raise WireError(
+                    f"{endpoint}: page {envelope.number} came after page {previous_number}; "
+                    "the listing does not advance"
+                )
+            previous_number = envelope.number
+            page = Page(
+                items=envelope.items,
+                number=envelope.number,
+                total_pages=envelope.total_pages,
+                total=envelope.total,
+                next=self._next_cursor(endpoint, cursor, url, envelope),
+            )
+            yield page
+            next_cursor = page.next
+
+    def _next_cursor(
+        self, endpoint: str, cursor: PageCursor, url: httpx.URL, envelope: _Envelope
+    ) -> PageCursor | None:
+        """Where the listing goes on after this page (SPEC §2), or None at its end."""
+        if not envelope.items:
+            return None  # an empty page ends the listing, whatever the links say
+        if envelope.next_link is not None:
+            # Checked now, not when followed, so a refused link is never checkpointed.
+            absolute = self._checked_next_url(endpoint, envelope.next_link, relative_to=url)
+            return replace(cursor, page=envelope.number + 1, url=str(absolute))
+        if envelope.total_pages is None or envelope.number < envelope.total_pages:
+            # Without total_pages we go on until an empty page.
+            return replace(cursor, page=envelope.number + 1, url=None)
+        return None
+
+    def _checked_next_url(
+        self, endpoint: str, raw: str, *, relative_to: httpx.URL | None = None
+    ) -> httpx.URL:
+        try:
+            url = (relative_to or self._base).join(raw)
+        except httpx.InvalidURL as exc:
+            raise WireError(f"{endpoint}: links.next is not a URL") from exc
+        if _Origin.of(url) != self._origin:
+            # The bearer token goes to the configured API and nowhere else.
+            raise ApiError(
+                f"{endpoint}: refused to follow links.next to {url.scheme}://{url.host}, "
+                f"which is not the configured API ({self._origin.scheme}://{self._origin.host}); "
+                "check the store's api_url"
+            )
+        return url
+
+    # -- transport ----------------------------------------------------------------
+
+    async def _request(
+        self,
+        endpoint: str,
+        url: httpx.URL,
+        *,
+        params: Mapping[str, str | int] | None = None,
+    ) -> Any:
+        """GET ``url`` with retries; the decoded JSON body of a 2xx answer."""
+        if _Origin.of(url) != self._origin:  # pragma: no cover - guarded by callers
+            raise ApiError(f"{endpoint}: refusing to send the API key outside the API origin")
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        last_status: int | None = None
+        last_reason = ""
+        for attempt in range(1, self._max_attempts + 1):
+            delay: float | None = None
+            try:
+                response = await self._http.get(url, params=params, headers=headers)
+            except (
+                httpx.TimeoutException,
+                httpx.NetworkError,
+                httpx.RemoteProtocolError,
+                httpx.ProxyError,
+            ) as exc:
+                self._report(endpoint, "error")
+                last_status = None
+                last_reason = self._describe(exc)
+                if attempt == self._max_attempts:
+                    raise ApiUnavailable(
+                        f"Shoperti API at {self.api_url} unreachable for {endpoint} after "
+                        f"{attempt} attempt(s) (last: {last_reason}); check the network and "
+                        "the store's api_url, then try again",
+                        status=None,
+                    ) from exc
+            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+                # Not transient (bad URL, local protocol error…): retrying cannot help.
+                self._report(endpoint, "error")
+                raise ApiError(
+                    f"{endpoint}: request to the Shoperti API failed ({self._describe(exc)})"
+                ) from exc
+            else:
+                status = response.status_code
+                self._report(endpoint, status)
+                if 200 <= status < 300:
+                    return _decode_json(endpoint, response.content)
+                if status == 401:
+                    raise ApiAuthError(
+                        f"Shoperti API at {self.api_url} refused the API key (401) for "
+                        f"{endpoint}{self._for_store()}: check SYNCD_API_KEY (or the store's "
+                        "api_key / api_key_file in SYNCD_CONFIG)",
+                        status=status,
+                    )
+                if status == 404:
+                    raise ApiNotFound(
+                        f"{endpoint}: not found (404); unknown id or not this account's",
+                        status=status,
+                    )
+                if 300 <= status < 400:
+                    raise ApiError(
+                        f"{endpoint}: Shoperti API answered a redirect (HTTP {status}), which "
+                        "syncd does not follow; check the store's api_url",
+                        status=status,
+                    )
+                if status != 429 and status < 500:
+                    raise ApiError(
+                        f"{endpoint}: Shoperti API answered HTTP {status}", status=status
+                    )
+                last_status = status
+                last_reason = f"HTTP {status}"
+                if attempt == self._max_attempts:
+                    if status == 429:
+                        raise ApiRateLimited(
+                            f"Shoperti API kept answering 429 (too many requests) to {endpoint} "
+                            f"after {attempt} attempt(s); try again later",
+                            status=status,
+                        )
+                    raise ApiUnavailable(
+                        f"Shoperti API at {self.api_url} unavailable for {endpoint} after "
+                        f"{attempt} attempt(s) (last: HTTP {status}); try again later",
+                        status=status,
+                    )
+                if status in (429, 503):
+                    delay = self._retry_after(response.headers.get("Retry-After"))
+            if delay is None:
+                delay = self._backoff(attempt)
+            log.warning(
+                "api.retry",
+                extra={
+                    "endpoint": endpoint,
+                    "status": last_status,
+                    "reason": last_reason,
+                    "attempt": attempt,
+                    "max_attempts": self._max_attempts,
+                    "delay": delay,
+                },
+            )
+            await self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
+        ceiling = min(self._backoff_max, self._backoff_base * 2.0 ** min(attempt - 1, 60))
+        return self._rng.uniform(0.0, ceiling)
+
+    def _retry_after(self, value: str | None) -> float | None:
+        """Seconds to wait per a ``Retry-After`` header, capped; None when absent or unusable."""
+        if value is None:
+            return None
+        value = value.strip()
+        seconds: float
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = max(0.0, when.timestamp() - self._clock())
+        if not math.isfinite(seconds) or seconds < 0:
+            return None
+        return min(seconds, self._max_retry_after)
+
+    def _report(self, endpoint: str, outcome: int | str) -> None:
+        if self._on_response is None:
+            return
+        try:
+            self._on_response(endpoint, outcome)
+        except Exception:
+            # A metrics hook must not break a sync; say so loudly instead.
+            log.exception("api.on_response_failed", extra={"endpoint": endpoint})
+
+    def _describe(self, exc: BaseException) -> str:
+        """A short, secret-free description of a transport exception.
+
+        httpx messages do not include request headers, but redact the key anyway
+        in case some layer below ever echoes it.
+        """
+        text = str(exc).replace(self._api_key, "[redacted]")
+        if len(text) > MAX_REASON_CHARS:
+            text = text[:MAX_REASON_CHARS] + "…"
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+    def _for_store(self) -> str:
+        return f" (store {self.store!r})" if self.store is not None else ""
+
+
+# -- helpers (envelope only) -----------------------------------------------------
+
+
+def _parse_api_url(api_url: str) -> httpx.URL:
+    try:
+        url = httpx.URL(api_url.strip())
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError("SYNCD_API_URL", "is not a URL") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            "SYNCD_API_URL", "must be an absolute http(s) URL such as https://host/v1"
+        )
+    if url.userinfo or url.query or url.fragment:
+        raise ConfigError(
+            "SYNCD_API_URL",
+            "must not carry credentials, a query or a fragment; the API key goes in SYNCD_API_KEY",
+        )
+    return url.copy_with(path=url.path.rstrip("/"))
+
+
+def _check_api_key(api_key: str) -> None:
+    # The key can't be shown in the message; only say what is wrong with it.
+    if not isinstance(api_key, str) or not api_key:
+        raise ConfigError("SYNCD_API_KEY", "is empty")
+    if any(not ch.isprintable() or ch.isspace() for ch in api_key) or not api_key.isascii():
+        raise ConfigError(
+            "SYNCD_API_KEY",
+            "contains whitespace, control or non-ASCII characters (a stray newline in the file?)",
+        )
+
+
+def _decode_json(endpoint: str, content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        # The body stays out of the message: it may hold customer data.
+        raise WireError(f"{endpoint}: the API answered with a body that is not JSON") from exc
+
+
+def _unwrap_single(endpoint: str, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise WireError(f"{endpoint}: expected a JSON object, got {_json_type(body)}")
+    data = body.get("data")
+    if "id" not in body and isinstance(data, dict):
+        return data
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    items: list[dict[str, Any]]
+    number: int
+    total_pages: int | None
+    total: int | None
+    next_link: str | None
+
+
+def _parse_page(endpoint: str, body: Any, cursor: PageCursor) -> _Envelope:
+    if not isinstance(body, dict):
+        raise WireError(f"{endpoint}: expected a JSON object, got {_json_type(body)}")
+    items = body.get("data")
+    if not isinstance(items, list):
+        raise WireError(f"{endpoint}: 'data' must be a list, got {_json_type(items)}")
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise WireError(
+                f"{endpoint}: item {position} of 'data' is {_json_type(item)}, not an object"
+            )
+    pagination = _pagination(endpoint, body)
+    number = _page_number(endpoint, pagination, "current_page")
+    if number is None:
+        number = cursor.page
+    elif cursor.url is None and number != cursor.page:
+        # We asked for a page by number and got another one: going on would loop or skip.
+        raise WireError(f"{endpoint}: asked for page {cursor.page}, got page {number}")
+    return _Envelope(
+        items=items,
+        number=number,
+        total_pages=_page_number(endpoint, pagination, "total_pages"),
+        total=_optional_count(pagination.get("total")),
+        next_link=_next_link(endpoint, pagination),
+    )
+
+
+def _pagination(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    meta = body.get("meta")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise WireError(f"{endpoint}: 'meta' must be an object, got {_json_type(meta)}")
+    pagination = meta.get("pagination")
+    if pagination is None:
+        return {}
+    if not isinstance(pagination, dict):
+        raise WireError(
+            f"{endpoint}: 'meta.pagination' must be an object, got {_json_type(pagination)}"
+        )
+    return pagination
+
+
+def _page_number(endpoint: str, pagination: dict[str, Any], key: str) -> int | None:
+    """A page number the listing depends on: absent is fine, wrong is an error."""
+    value = pagination.get(key)
+    if value is None:
+        return None
+    number = _optional_count(value)
+    if number is None or number < 1:
+        # A wrong page number would make us skip or repeat pages silently.
+        raise WireError(f"{endpoint}: meta.pagination.{key} is not a page number")
+    return number
+
+
+def _optional_count(value: Any) -> int | None:
+    """An integer that may come as a number or a digit string; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _next_link(endpoint: str, pagination: dict[str, Any]) -> str | None:
+    links = pagination.get("links")
+    if links is None or links == []:  # some serializers render an empty map as a list
+        return None
+    if not isinstance(links, dict):
+        raise WireError(f"{endpoint}: 'meta.pagination.links' must be an object")
+    link = links.get("next")
+    if link is None or link == "":
+        return None
+    if not isinstance(link, str):
+        raise WireError(f"{endpoint}: links.next must be a URL string, got {_json_type(link)}")
+    return link
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
