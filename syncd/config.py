@@ -1,0 +1,293 @@
+"""Settings: one typed object built once at start-up and passed down.
+
+Sources, in order of precedence for a secret: ``SYNCD_X`` itself, then
+``SYNCD_X_FILE`` (a path), then ``$CREDENTIALS_DIRECTORY/<name>`` (systemd
+``LoadCredential=``). Several stores come from the TOML file named by
+``SYNCD_CONFIG``; the variables configure the one store named ``SYNCD_STORE``.
+
+Every mistake raises :class:`ConfigError` whose text is one line naming the
+variable. A secret's value is never put in a message or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from syncd.errors import ConfigError
+
+VerifyMode = Literal["api", "off"]
+DEFAULT_DATABASE_URL = "sqlite:///syncd.db"
+STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Secret:
+    """A string that does not show itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    name: str
+    api_url: str | None = None
+    api_key: Secret | None = None
+    webhook_secret: Secret | None = None
+    verify: VerifyMode = "off"
+
+    @property
+    def has_api(self) -> bool:
+        return self.api_url is not None and self.api_key is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    stores: dict[str, StoreConfig] = field(default_factory=dict)
+    default_store: str = "default"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    reconcile_interval: float = 900.0
+    reconcile_lookback: float = 2 * 3600.0
+    event_retention: float = 30 * 86400.0
+    max_body_bytes: int = 1_048_576
+    worker_batch_size: int = 200
+    worker_poll_interval: float = 2.0
+    max_attempts: int = 8
+    verify_concurrency: int = 16
+    shutdown_grace: float = 20.0
+
+    def store(self, name: str | None = None) -> StoreConfig:
+        key = name or self.default_store
+        try:
+            return self.stores[key]
+        except KeyError:
+            known = ", ".join(sorted(self.stores)) or "none"
+            raise ConfigError("--store", f"unknown store {key!r} (configured: {known})") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``environ`` (default: ``os.environ``)."""
+    env = _Env(os.environ if environ is None else environ)
+    default_store = env.text("SYNCD_STORE") or "default"
+    if not STORE_NAME.match(default_store):
+        raise ConfigError("SYNCD_STORE", "use letters, digits, '_', '.' or '-' (at most 64)")
+
+    stores: dict[str, StoreConfig] = {}
+    config_path = env.text("SYNCD_CONFIG")
+    if config_path:
+        stores.update(_stores_from_toml(Path(config_path), env))
+
+    api_url = env.url("SYNCD_API_URL")
+    api_key = env.secret("SYNCD_API_KEY", "api_key")
+    if (api_url is None) != (api_key is None):
+        missing = "SYNCD_API_KEY" if api_key is None else "SYNCD_API_URL"
+        raise ConfigError(missing, "SYNCD_API_URL and SYNCD_API_KEY must be set together")
+    webhook_secret = env.secret("SYNCD_WEBHOOK_SECRET", "webhook_secret")
+    verify = _verify_mode("SYNCD_VERIFY", env.text("SYNCD_VERIFY"), has_key=api_key is not None)
+    env_store = StoreConfig(default_store, api_url, api_key, webhook_secret, verify)
+    if default_store in stores:
+        if api_url or webhook_secret or env.text("SYNCD_VERIFY"):
+            raise ConfigError(
+                "SYNCD_STORE",
+                f"store {default_store!r} is configured both in SYNCD_CONFIG and by variables",
+            )
+    elif not config_path or api_url or webhook_secret:
+        stores[default_store] = env_store
+
+    return Settings(
+        database_url=env.text("SYNCD_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        stores=stores,
+        default_store=default_store,
+        host=env.text("SYNCD_HOST") or "127.0.0.1",
+        port=env.integer("SYNCD_PORT", 8080, low=0, high=65535),
+        reconcile_interval=env.number("SYNCD_RECONCILE_INTERVAL", 900.0, low=0),
+        reconcile_lookback=env.number("SYNCD_RECONCILE_LOOKBACK", 7200.0, low=0),
+        event_retention=env.number("SYNCD_EVENT_RETENTION", 30 * 86400.0, low=1),
+        max_body_bytes=env.integer("SYNCD_MAX_BODY_BYTES", 1_048_576, low=1),
+        worker_batch_size=env.integer("SYNCD_WORKER_BATCH_SIZE", 200, low=1, high=10_000),
+        max_attempts=env.integer("SYNCD_MAX_ATTEMPTS", 8, low=1, high=1000),
+        verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
+        shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
+    )
+
+
+def _verify_mode(variable: str, value: str | None, *, has_key: bool) -> VerifyMode:
+    if value is None or value == "":
+        return "api" if has_key else "off"
+    if value not in ("api", "off"):
+        raise ConfigError(variable, f"expected 'api' or 'off', got {value!r}")
+    if value == "api" and not has_key:
+        raise ConfigError(variable, "'api' needs an API URL and key for the store")
+    return value  # type: ignore[return-value]
+
+
+class _Env:
+    """Typed reads of variables; each failure names its variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+        _check_range(name, value, low, high)
+        return value
+
+    def number(self, name: str, default: float, *, low: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"expected a number of seconds, got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(name, f"expected a finite number, got {raw!r}")
+        _check_range(name, value, low, None)
+        return value
+
+    def url(self, name: str) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        return _check_url(name, raw)
+
+    def secret(self, name: str, credential: str) -> Secret | None:
+        """``NAME``, else the file named by ``NAME_FILE``, else the systemd credential."""
+        direct = self.text(name)
+        path = self.text(f"{name}_FILE")
+        if direct is not None and path is not None:
+            raise ConfigError(name, f"set either {name} or {name}_FILE, not both")
+        if direct is not None:
+            return Secret(direct)
+        if path is not None:
+            return _read_secret_file(f"{name}_FILE", Path(path))
+        creds = self.text("CREDENTIALS_DIRECTORY")
+        if creds is not None and (Path(creds) / credential).is_file():
+            return _read_secret_file(name, Path(creds) / credential)
+        return None
+
+
+def _check_range(name: str, value: float, low: float, high: float | None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(name, f"must be {bound}, got {value}")
+
+
+def _check_url(name: str, raw: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", raw):
+        raise ConfigError(name, f"expected an http(s):// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _read_secret_file(name: str, path: Path) -> Secret:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ConfigError(name, f"{path} is empty")
+    return Secret(value)
+
+
+def _stores_from_toml(path: Path, env: _Env) -> dict[str, StoreConfig]:
+    where = "SYNCD_CONFIG"
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, f"{path} is not valid TOML: {exc}") from None
+    unknown = set(document) - {"stores"}
+    if unknown:
+        raise ConfigError(where, f"{path}: unknown top-level key(s) {sorted(unknown)}")
+    tables = document.get("stores", [])
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(where, f"{path}: expected one or more [[stores]] tables")
+    stores: dict[str, StoreConfig] = {}
+    for index, table in enumerate(tables):
+        store = _store_from_table(f"{where} [[stores]] #{index + 1}", table, env)
+        if store.name in stores:
+            raise ConfigError(where, f"{path}: store {store.name!r} is defined twice")
+        stores[store.name] = store
+    return stores
+
+
+_STORE_KEYS = {
+    "name",
+    "api_url",
+    "api_key",
+    "api_key_file",
+    "webhook_secret",
+    "webhook_secret_file",
+    "verify",
+}
+
+
+def _store_from_table(where: str, table: Any, env: _Env) -> StoreConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(where, "expected a table")
+    unknown = set(table) - _STORE_KEYS
+    if unknown:
+        raise ConfigError(where, f"unknown key(s) {sorted(unknown)}")
+    name = table.get("name")
+    if not isinstance(name, str) or not STORE_NAME.match(name):
+        raise ConfigError(f"{where} name", "a store needs a name of letters, digits, '_', '.', '-'")
+    where = f"SYNCD_CONFIG store {name!r}"
+
+    def text(key: str) -> str | None:
+        value = table.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{where} {key}", "expected a non-empty string")
+        return value.strip() if isinstance(value, str) else None
+
+    def secret(key: str) -> Secret | None:
+        direct, path = text(key), text(f"{key}_file")
+        if direct is not None and path is not None:
+            raise ConfigError(f"{where} {key}", f"set either {key} or {key}_file, not both")
+        if path is not None:
+            return _read_secret_file(f"{where} {key}_file", Path(path))
+        return Secret(direct) if direct is not None else None
+
+    raw_url = text("api_url")
+    api_url = _check_url(f"{where} api_url", raw_url) if raw_url else None
+    api_key = secret("api_key")
+    if (api_url is None) != (api_key is None):
+        raise ConfigError(f"{where} api_url", "api_url and api_key must be set together")
+    verify = _verify_mode(f"{where} verify", text("verify"), has_key=api_key is not None)
+    return StoreConfig(name, api_url, api_key, secret("webhook_secret"), verify)

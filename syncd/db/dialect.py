@@ -1,0 +1,339 @@
+"""Everything that differs between SQLite, PostgreSQL and MariaDB/MySQL.
+
+This is the only module that looks at a dialect's name: URL to driver,
+column types whose storage differs (UTC timestamps, exact money, JSON),
+connection set-up (SQLite durability pragmas), idempotent inserts, upserts
+and cross-process locks. The rest of syncd stays dialect-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, DateTime, Numeric, Table, event, text
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from syncd.errors import ConfigError
+
+# Money: 19 digits, 4 after the point (enough for 3-decimal currencies and
+# unit prices); values with more decimals are refused by the wire parser.
+MONEY_PRECISION, MONEY_SCALE = 19, 4
+_MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+
+_DRIVERS = {
+    "sqlite": "sqlite+pysqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+def database_url(raw: str, variable: str = "SYNCD_DATABASE_URL") -> URL:
+    """A plain URL (``postgresql://…``) with the driver syncd uses filled in."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(variable, "not a database URL (e.g. sqlite:///syncd.db)") from None
+    backend = url.get_backend_name()
+    if backend not in _DRIVERS:
+        raise ConfigError(
+            variable, f"unsupported database {backend!r}: use sqlite, postgresql, mysql or mariadb"
+        )
+    if "+" not in url.drivername:
+        url = url.set(drivername=_DRIVERS[backend])
+    if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
+        url = url.update_query_dict({"charset": "utf8mb4"})
+    return url
+
+
+def engine_options(url: URL) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "json_serializer": lambda obj: orjson.dumps(obj).decode(),
+        "json_deserializer": orjson.loads,
+        "pool_pre_ping": True,
+    }
+    if url.get_backend_name() == "sqlite":
+        # Timeout in seconds to wait for the write lock; also set as a pragma.
+        options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        options["pool_size"] = 10
+        options["max_overflow"] = 10
+        options["pool_recycle"] = 1800
+        if url.get_backend_name() == "postgresql":
+            options["connect_args"] = {"connect_timeout": 5}
+        else:
+            options["connect_args"] = {"connect_timeout": 5, "read_timeout": 60}
+    return options
+
+
+def configure_engine(engine: Engine) -> None:
+    """Per-connection set-up. SQLite: WAL, fsync on commit, wait on locks,
+    and BEGIN IMMEDIATE so that a transaction takes the write lock up front
+    instead of failing when it upgrades from reading to writing."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --- column types -----------------------------------------------------------
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time, stored in UTC with microseconds, read back tz-aware.
+
+    PostgreSQL: ``timestamptz``; MariaDB: ``DATETIME(6)`` holding UTC;
+    SQLite: ISO text holding UTC. A naive value is refused: callers must
+    decide what a naive time means (the wire parser reads it as UTC).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite rows written by other tools
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact decimal money: NUMERIC(19, 4) everywhere.
+
+    SQLite has no decimal storage; it keeps NUMERIC values as 64-bit floats,
+    which hold every amount with up to 15 significant digits exactly enough
+    to round back to 4 places. We do that rounding here instead of letting
+    the driver warn about it.
+    """
+
+    impl = Numeric(MONEY_PRECISION, MONEY_SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=False))
+        return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return str(value)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        amount = (
+            value
+            if isinstance(value, Decimal)
+            else Decimal(repr(value) if isinstance(value, float) else str(value))
+        )
+        return amount.quantize(_MONEY_QUANTUM)
+
+
+def json_type() -> TypeEngine[Any]:
+    """JSON, stored as JSONB on PostgreSQL."""
+    return JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+# --- statements -------------------------------------------------------------
+
+
+def insert_ignoring_duplicates(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows``; a row whose key exists already is skipped silently.
+
+    (``INSERT IGNORE`` is avoided on MariaDB: it would also swallow data errors.)
+    """
+    if not rows:
+        return
+    stmt: Insert
+    name = conn.dialect.name
+    if name == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    elif name == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        first_key = table.primary_key.columns.values()[0].name
+        my = mysql.insert(table)
+        stmt = my.on_duplicate_key_update({first_key: my.inserted[first_key]})
+    conn.execute(stmt, list(rows))
+
+
+def upsert(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, update: Sequence[str]
+) -> None:
+    """Insert ``rows`` or, where the key exists, overwrite the ``update`` columns.
+
+    Callers decide beforehand (under :func:`store_lock`) that each row wins.
+    """
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name == "postgresql":
+        pg = postgresql.insert(table)
+        stmt: Insert = pg.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={col: pg.excluded[col] for col in update},
+        )
+    elif name == "sqlite":
+        lite = sqlite.insert(table)
+        stmt = lite.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={col: lite.excluded[col] for col in update},
+        )
+    else:
+        my = mysql.insert(table)
+        stmt = my.on_duplicate_key_update({col: my.inserted[col] for col in update})
+    conn.execute(stmt, list(rows))
+
+
+# --- locks ------------------------------------------------------------------
+
+
+def _lock_key(name: str) -> int:
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _mysql_lock_name(name: str) -> str:
+    # GET_LOCK names are limited to 64 characters.
+    return "syncd:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+@contextmanager
+def transaction_lock(conn: Connection, name: str, timeout: float = 60.0) -> Iterator[None]:
+    """Hold an exclusive lock named ``name`` for the transaction running on ``conn``.
+
+    PostgreSQL: ``pg_advisory_xact_lock`` (ends with the transaction).
+    MariaDB: ``GET_LOCK``, released on exit (or when the session dies).
+    SQLite: nothing to do; the transaction holds the database's write lock
+    already (BEGIN IMMEDIATE).
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
+        yield
+    elif dialect in ("mysql", "mariadb"):
+        lock = _mysql_lock_name(name)
+        got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": lock, "t": timeout}).scalar()
+        if got != 1:
+            raise TimeoutError(f"lock {name!r} not granted within {timeout} s")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
+    else:
+        yield
+
+
+@contextmanager
+def session_lock(conn: Connection, name: str) -> Iterator[bool]:
+    """Try to take a process-wide exclusive lock without waiting.
+
+    Yields whether it was taken; released on exit (and by the database if the
+    process dies, since it belongs to the connection's session). On SQLite
+    a lock file beside the database stands in.
+    """
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        key = _lock_key(name)
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    elif dialect in ("mysql", "mariadb"):
+        lock = _mysql_lock_name(name)
+        got = conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": lock}).scalar() == 1
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
+                conn.commit()
+    else:
+        with _sqlite_file_lock(conn, name) as got:
+            yield got
+
+
+@contextmanager
+def _sqlite_file_lock(conn: Connection, name: str) -> Iterator[bool]:
+    import fcntl
+    import os
+    import tempfile
+
+    database = conn.engine.url.database
+    if database and database != ":memory:":
+        path = f"{database}.{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock"
+    else:
+        path = os.path.join(tempfile.gettempdir(), f"syncd-{os.getpid()}-{_lock_key(name)}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def is_disconnect_or_unavailable(exc: BaseException) -> bool:
+    """Whether a DBAPI error means 'the database is not there right now'."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
+
+    if isinstance(exc, TimeoutError | OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)

@@ -1,0 +1,64 @@
+"""Engines and the schema revision check.
+
+Turns the configured URL into an engine with the right driver and set-up
+(through :mod:`syncd.db.dialect`), finds the migrations (beside the package
+when installed, at the repository root in a checkout) and tells whether the
+database's schema is at the newest migration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine
+
+from syncd.db import dialect
+from syncd.errors import SchemaNotAtHead
+
+
+def make_engine(url: str) -> Engine:
+    parsed = dialect.database_url(url)
+    engine = create_engine(parsed, **dialect.engine_options(parsed))
+    dialect.configure_engine(engine)
+    return engine
+
+
+def migrations_dir() -> Path:
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("syncd's migrations are missing from the installation")
+
+
+def alembic_config(url: str) -> Config:
+    """An alembic Config for ``url`` that needs no alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["syncd_database_url"] = url
+    return config
+
+
+def head_revision() -> str | None:
+    script = ScriptDirectory(str(migrations_dir()))
+    return script.get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check_schema_at_head(engine: Engine) -> None:
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaNotAtHead(current, head)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)

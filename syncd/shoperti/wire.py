@@ -1,0 +1,452 @@
+"""Shoperti's wire format: JSON payloads into typed, validated records.
+
+The only module that reads the keys of a Shoperti payload (SPEC §2). It is
+tolerant where the platform varies — money as string or number, ids as
+strings or numbers, naive timestamps meaning UTC, absent optional fields —
+and strict where a wrong guess would corrupt data: a malformed amount or
+timestamp raises :class:`WireError` instead of becoming NULL or a float.
+
+It never touches the network or the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from syncd.errors import WireError
+
+MAX_MONEY_DECIMALS = 4
+
+ORDER_EVENTS = frozenset(
+    {
+        "order.created",
+        "order.updated",
+        "order.paid",
+        "order.fulfilled",
+        "order.cancelled",
+        "order.refunded",
+        "order.deleted",
+    }
+)
+CUSTOMER_EVENTS = frozenset({"customer.created", "customer.updated", "customer.deleted"})
+NORMALIZED_EVENTS = ORDER_EVENTS | CUSTOMER_EVENTS
+
+
+# --- scalar readers -----------------------------------------------------------
+
+
+def ident(value: Any, field: str) -> str | None:
+    """An id: strings as they are, integers as text."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise WireError(f"{field}: expected an id, got a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    raise WireError(f"{field}: expected an id (string or integer)")
+
+
+def money(value: Any, field: str) -> Decimal | None:
+    """An exact amount from a decimal string or a JSON number."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise WireError(f"{field}: expected an amount, got a boolean")
+    try:
+        if isinstance(value, float):
+            amount = Decimal(repr(value))  # the shortest text that round-trips
+        elif isinstance(value, int | str):
+            amount = Decimal(str(value).strip())
+        else:
+            raise WireError(f"{field}: expected an amount")
+    except InvalidOperation:
+        raise WireError(f"{field}: not a decimal amount") from None
+    if not amount.is_finite():
+        raise WireError(f"{field}: not a finite amount")
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_MONEY_DECIMALS:
+        normalized = amount.normalize()
+        norm_exp = normalized.as_tuple().exponent
+        if isinstance(norm_exp, int) and norm_exp < -MAX_MONEY_DECIMALS:
+            raise WireError(f"{field}: more than {MAX_MONEY_DECIMALS} decimal places")
+        amount = normalized
+    if abs(amount) >= Decimal(10) ** 15:
+        raise WireError(f"{field}: amount out of range")
+    return amount
+
+
+def timestamp(value: Any, field: str) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime; a naive time means UTC."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise WireError(f"{field}: expected an ISO 8601 timestamp")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise WireError(f"{field}: not an ISO 8601 timestamp") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def integer(value: Any, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise WireError(f"{field}: expected a whole number, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise WireError(f"{field}: expected a whole number")
+
+
+def text(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise WireError(f"{field}: expected text")
+
+
+def flag(value: Any, field: str) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise WireError(f"{field}: expected true or false")
+
+
+def tags(value: Any, field: str) -> str | None:
+    """Tags as one comma-separated string (a list or a string on the wire)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ", ".join(str(tag).strip() for tag in value if tag is not None and str(tag).strip())
+    raise WireError(f"{field}: expected a list of tags")
+
+
+def _object(value: Any, field: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise WireError(f"{field}: expected an object")
+    return value
+
+
+def _list(value: Any, field: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise WireError(f"{field}: expected a list")
+    return value
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    created_at: datetime | None
+    resource: str
+    resource_id: str | None
+    data: Mapping[str, Any] | None
+    payload: Mapping[str, Any]
+
+    @property
+    def normalized(self) -> bool:
+        return self.type in NORMALIZED_EVENTS
+
+
+def resource_of(event_type: str) -> str:
+    """``order.paid`` → ``order``; an unknown type keeps its own prefix."""
+    prefix = event_type.split(".", 1)[0].strip().lower()
+    return prefix[:32] or "other"
+
+
+def parse_event(payload: Any) -> Event:
+    """An Event object (webhook body or API copy). Checks the envelope only."""
+    if not isinstance(payload, Mapping):
+        raise WireError("body is not a JSON object")
+    event_id = ident(payload.get("id"), "id")
+    if event_id is None:
+        raise WireError("event has no id")
+    if len(event_id) > 128:
+        raise WireError("id: longer than 128 characters")
+    event_type = payload.get("type")
+    if not isinstance(event_type, str) or not event_type.strip():
+        raise WireError("event has no type")
+    event_type = event_type.strip()
+    if len(event_type) > 64:
+        raise WireError("type: longer than 64 characters")
+    data = _object(payload.get("data"), "data")
+    resource_id = None
+    if data is not None:
+        try:
+            resource_id = ident(data.get("id"), "data.id")
+        except WireError:
+            resource_id = None
+    if resource_id is not None and len(resource_id) > 128:
+        resource_id = None
+    return Event(
+        id=event_id,
+        type=event_type,
+        created_at=timestamp(payload.get("created_at"), "created_at"),
+        resource=resource_of(event_type),
+        resource_id=resource_id,
+        data=data,
+        payload=payload,
+    )
+
+
+def snapshot_event(resource: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """An Event object standing for one version of a resource read from a list
+    endpoint (resource sync and backfill).
+
+    Its id is derived from the resource id and ``updated_at``, so reading the
+    same version twice yields the same event, which the inbox keeps once.
+    Its ``created_at`` is the resource's ``updated_at``: the time of the change.
+    """
+    if resource not in ("order", "customer"):
+        raise ValueError(f"no snapshot events for {resource!r}")
+    resource_id = ident(data.get("id"), f"{resource}.id")
+    if resource_id is None:
+        raise WireError(f"{resource} without an id")
+    updated = data.get("updated_at")
+    deleted = bool(data.get("deleted")) or data.get("deleted_at") not in (None, "")
+    digest = hashlib.sha256(f"{resource}\0{resource_id}\0{updated}\0{deleted}".encode())
+    return {
+        "id": f"snap_{digest.hexdigest()[:32]}",
+        "object": "event",
+        "type": f"{resource}.{'deleted' if deleted else 'updated'}",
+        "created_at": updated,
+        "data": dict(data),
+    }
+
+
+# --- resources -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Address:
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    address1: str | None
+    address2: str | None
+    city: str | None
+    province: str | None
+    zip: str | None
+    country_code: str | None
+    phone: str | None
+
+    def columns(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ADDRESS_FIELDS}
+
+
+ADDRESS_FIELDS = (
+    "first_name",
+    "last_name",
+    "company",
+    "address1",
+    "address2",
+    "city",
+    "province",
+    "zip",
+    "country_code",
+    "phone",
+)
+
+
+def parse_address(value: Any, field: str) -> Address | None:
+    obj = _object(value, field)
+    if obj is None:
+        return None
+    return Address(**{name: text(obj.get(name), f"{field}.{name}") for name in ADDRESS_FIELDS})
+
+
+@dataclass(frozen=True)
+class CustomerAddress:
+    id: str
+    is_default: bool
+    address: Address
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    phone: str | None
+    accepts_marketing: bool | None
+    orders_count: int | None
+    total_spent: Decimal | None
+    tags: str | None
+    addresses: tuple[CustomerAddress, ...]
+    created_at: datetime | None
+    updated_at: datetime | None
+    deleted: bool
+    raw: Mapping[str, Any]
+
+
+def parse_customer(value: Any, field: str = "customer") -> Customer:
+    obj = _object(value, field)
+    if obj is None:
+        raise WireError(f"{field}: missing")
+    customer_id = ident(obj.get("id"), f"{field}.id")
+    if customer_id is None:
+        raise WireError(f"{field}.id: missing")
+    addresses = []
+    for index, item in enumerate(_list(obj.get("addresses"), f"{field}.addresses")):
+        where = f"{field}.addresses[{index}]"
+        address = parse_address(item, where)
+        if address is None:
+            continue
+        address_id = ident(item.get("id"), f"{where}.id") or str(index + 1)
+        is_default = bool(flag(item.get("default"), f"{where}.default"))
+        addresses.append(CustomerAddress(address_id, is_default, address))
+    return Customer(
+        id=customer_id,
+        email=text(obj.get("email"), f"{field}.email"),
+        first_name=text(obj.get("first_name"), f"{field}.first_name"),
+        last_name=text(obj.get("last_name"), f"{field}.last_name"),
+        phone=text(obj.get("phone"), f"{field}.phone"),
+        accepts_marketing=flag(obj.get("accepts_marketing"), f"{field}.accepts_marketing"),
+        orders_count=integer(obj.get("orders_count"), f"{field}.orders_count"),
+        total_spent=money(obj.get("total_spent"), f"{field}.total_spent"),
+        tags=tags(obj.get("tags"), f"{field}.tags"),
+        addresses=tuple(addresses),
+        created_at=timestamp(obj.get("created_at"), f"{field}.created_at"),
+        updated_at=timestamp(obj.get("updated_at"), f"{field}.updated_at"),
+        deleted=_deleted(obj),
+        raw=obj,
+    )
+
+
+@dataclass(frozen=True)
+class LineItem:
+    id: str
+    product_id: str | None
+    variant_id: str | None
+    sku: str | None
+    title: str | None
+    variant_title: str | None
+    quantity: int | None
+    price: Decimal | None
+    total_discount: Decimal | None
+    total: Decimal | None
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    number: int | None
+    status: str | None
+    financial_status: str | None
+    fulfillment_status: str | None
+    currency: str | None
+    subtotal: Decimal | None
+    total_discounts: Decimal | None
+    total_tax: Decimal | None
+    total_shipping: Decimal | None
+    total: Decimal | None
+    email: str | None
+    customer: Customer | None
+    note: str | None
+    tags: str | None
+    line_items: tuple[LineItem, ...]
+    shipping_address: Address | None
+    billing_address: Address | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    cancelled_at: datetime | None
+    closed_at: datetime | None
+    deleted: bool
+    raw: Mapping[str, Any]
+
+
+def parse_order(value: Any, field: str = "order") -> Order:
+    obj = _object(value, field)
+    if obj is None:
+        raise WireError(f"{field}: missing")
+    order_id = ident(obj.get("id"), f"{field}.id")
+    if order_id is None:
+        raise WireError(f"{field}.id: missing")
+    items = []
+    for index, item in enumerate(_list(obj.get("line_items"), f"{field}.line_items")):
+        where = f"{field}.line_items[{index}]"
+        if not isinstance(item, Mapping):
+            raise WireError(f"{where}: expected an object")
+        items.append(
+            LineItem(
+                id=ident(item.get("id"), f"{where}.id") or str(index + 1),
+                product_id=ident(item.get("product_id"), f"{where}.product_id"),
+                variant_id=ident(item.get("variant_id"), f"{where}.variant_id"),
+                sku=text(item.get("sku"), f"{where}.sku"),
+                title=text(item.get("title"), f"{where}.title"),
+                variant_title=text(item.get("variant_title"), f"{where}.variant_title"),
+                quantity=integer(item.get("quantity"), f"{where}.quantity"),
+                price=money(item.get("price"), f"{where}.price"),
+                total_discount=money(item.get("total_discount"), f"{where}.total_discount"),
+                total=money(item.get("total"), f"{where}.total"),
+            )
+        )
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        raise WireError(f"{field}.line_items: the same id appears twice")
+    nested = obj.get("customer")
+    currency = text(obj.get("currency"), f"{field}.currency")
+    return Order(
+        id=order_id,
+        number=integer(obj.get("number"), f"{field}.number"),
+        status=text(obj.get("status"), f"{field}.status"),
+        financial_status=text(obj.get("financial_status"), f"{field}.financial_status"),
+        fulfillment_status=text(obj.get("fulfillment_status"), f"{field}.fulfillment_status"),
+        currency=currency.upper() if currency else None,
+        subtotal=money(obj.get("subtotal"), f"{field}.subtotal"),
+        total_discounts=money(obj.get("total_discounts"), f"{field}.total_discounts"),
+        total_tax=money(obj.get("total_tax"), f"{field}.total_tax"),
+        total_shipping=money(obj.get("total_shipping"), f"{field}.total_shipping"),
+        total=money(obj.get("total"), f"{field}.total"),
+        email=text(obj.get("email"), f"{field}.email"),
+        customer=parse_customer(nested, f"{field}.customer") if nested else None,
+        note=text(obj.get("note"), f"{field}.note"),
+        tags=tags(obj.get("tags"), f"{field}.tags"),
+        line_items=tuple(items),
+        shipping_address=parse_address(obj.get("shipping_address"), f"{field}.shipping_address"),
+        billing_address=parse_address(obj.get("billing_address"), f"{field}.billing_address"),
+        created_at=timestamp(obj.get("created_at"), f"{field}.created_at"),
+        updated_at=timestamp(obj.get("updated_at"), f"{field}.updated_at"),
+        cancelled_at=timestamp(obj.get("cancelled_at"), f"{field}.cancelled_at"),
+        closed_at=timestamp(obj.get("closed_at"), f"{field}.closed_at"),
+        deleted=_deleted(obj),
+        raw=obj,
+    )
+
+
+def _deleted(obj: Mapping[str, Any]) -> bool:
+    return bool(obj.get("deleted")) or obj.get("deleted_at") not in (None, "")
