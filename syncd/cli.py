@@ -1,0 +1,231 @@
+"""The ``syncd`` command. Subcommands stay thin: parse, call, print.
+
+Exit status 0 on success; otherwise one line on stderr and a non-zero status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from syncd.config import Settings, StoreConfig, load_settings
+from syncd.errors import SyncdError
+
+log = logging.getLogger("syncd.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd", description="Keep a SQL database in step with a Shoperti store."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="schema: upgrade, data dictionary")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="migrate the database to the newest schema")
+    dictionary = db_commands.add_parser("dictionary", help="print the data dictionary")
+    dictionary.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="exit 1 if FILE differs from the generated dictionary",
+    )
+
+    commands.add_parser("serve", help="run the daemon until SIGTERM")
+    reconcile = commands.add_parser("reconcile", help="one reconcile pass now")
+    reconcile.add_argument("--store", help="store name (default: all stores with an API)")
+    backfill = commands.add_parser("backfill", help="import history from the API")
+    backfill.add_argument("--store", help="store name (default: SYNCD_STORE)")
+    backfill.add_argument("--since", type=_date, help="only changes since DATE (ISO 8601)")
+    replay = commands.add_parser("replay", help="rebuild the normalized tables from events")
+    replay.add_argument("--store", help="store name (default: all stores)")
+    status = commands.add_parser("status", help="per store: backlog, lag, reconcile state")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    commands.add_parser("simulator", help="a simulated Shoperti store (see --help)", add_help=False)
+    demo = commands.add_parser("demo", help="end to end on SQLite with a simulated store")
+    demo.add_argument("--dir", type=Path, help="keep the demo database in DIR")
+    demo.add_argument("--orders", type=int, default=300, help="orders to sell (default 300)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    return parser
+
+
+def _date(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date: {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _stores(settings: Settings, name: str | None, *, need_api: bool) -> list[StoreConfig]:
+    stores = [settings.store(name)] if name is not None else list(settings.stores.values())
+    if need_api:
+        missing = [s.name for s in stores if not s.has_api]
+        if name is not None and missing:
+            raise SyncdError(
+                f"store {name!r} has no API access: set SYNCD_API_URL and SYNCD_API_KEY"
+            )
+        stores = [s for s in stores if s.has_api]
+        if not stores:
+            raise SyncdError("no store has API access: set SYNCD_API_URL and SYNCD_API_KEY")
+    return stores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["simulator"]:
+        from syncd.simulator.cli import main as simulator_main
+
+        return simulator_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    from syncd.ops import logs
+
+    logs.setup()
+    try:
+        if args.command == "demo":
+            from syncd.demo import run_demo
+
+            return run_demo(directory=args.dir, orders=args.orders, seed=args.seed)
+        settings = load_settings()
+        handler = HANDLERS[(args.command, getattr(args, "db_command", None))]
+        return handler(settings, args)
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return 2 if exc.__class__.__name__ == "ConfigError" else 1
+    except KeyboardInterrupt:
+        print("syncd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
+    from syncd.db.engine import upgrade
+
+    upgrade(settings.database_url)
+    print("database schema is at head")
+    return 0
+
+
+def _db_dictionary(_: Settings, args: argparse.Namespace) -> int:
+    from syncd.db.dictionary import render
+
+    text = render()
+    if args.check is not None:
+        if args.check.read_text(encoding="utf-8") != text:
+            print(
+                f"syncd: {args.check} is out of date: run `syncd db dictionary > {args.check}`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    from syncd.serve import serve
+
+    for store in settings.stores.values():
+        if not store.has_api:
+            log.warning(
+                "serve.no_api",
+                extra={
+                    "store": store.name,
+                    "reason": "no SYNCD_API_URL/SYNCD_API_KEY: webhooks are not verified and "
+                    "nothing is reconciled",
+                },
+            )
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.db.engine import check_schema_at_head, make_engine
+    from syncd.reconcile import reconcile_store
+    from syncd.shoperti.client import ShopertiClient
+
+    engine = make_engine(settings.database_url)
+    check_schema_at_head(engine)
+    failed = False
+
+    async def run() -> None:
+        nonlocal failed
+        for store in _stores(settings, args.store, need_api=True):
+            assert store.api_url and store.api_key
+            async with ShopertiClient(
+                store.api_url, store.api_key.reveal(), store=store.name
+            ) as client:
+                report = await reconcile_store(engine, settings, store, client, apply_now=True)
+            if report.error:
+                failed = True
+                print(f"{store.name}: reconcile failed: {report.error}")
+            elif report.mode == "skipped":
+                print(f"{store.name}: skipped, another process is reconciling")
+            elif report.mode == "resources":
+                seen = ", ".join(f"{n} {r}" for r, n in report.resources_seen.items())
+                print(
+                    f"{store.name}: resource sync since {report.since or 'the beginning'}: "
+                    f"{seen} listed, {report.found} new versions"
+                )
+            else:
+                print(
+                    f"{store.name}: {report.events_seen} events since {report.since}, "
+                    f"{report.found} missed by webhooks and now stored"
+                )
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.dispose()
+    return 1 if failed else 0
+
+
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.backfill import run_backfill
+
+    store = _stores(settings, args.store or settings.default_store, need_api=True)[0]
+    return run_backfill(settings, store, since=args.since)
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.db.engine import check_schema_at_head, make_engine
+    from syncd.worker import replay_store
+
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema_at_head(engine)
+        for store in _stores(settings, args.store, need_api=False):
+            report = replay_store(engine, store)
+            print(
+                f"{store.name}: replayed {report.applied} events, ignored {report.ignored}, "
+                f"failed {report.failed}"
+            )
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.ops.status import print_status
+
+    return print_status(settings, as_json=args.json)
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("db", "upgrade"): _db_upgrade,
+    ("db", "dictionary"): _db_dictionary,
+    ("serve", None): _serve,
+    ("reconcile", None): _reconcile,
+    ("backfill", None): _backfill,
+    ("replay", None): _replay,
+    ("status", None): _status,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

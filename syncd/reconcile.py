@@ -1,0 +1,264 @@
+"""Reconcile and backfill: bring in from the API what webhooks did not.
+
+Each synced resource declares its cursor (``STREAMS``); "since when" is
+always read from ``sync_state``, never worked out ad hoc.
+
+- **events** (reconcile): list events from ``cursor - lookback``; the ones
+  the inbox lacks go in with ``source='reconcile'``. The cursor moves to the
+  run's start only after every page is committed.
+- **orders / customers** (resource sync and backfill): used when there is no
+  events cursor yet, when the cursor is older than the API's event
+  retention, and by ``syncd backfill``. Each listed version becomes a
+  snapshot event (``source='backfill'``) — the same inbox and apply path as
+  webhooks, never a second write path. A checkpoint per page makes an
+  interrupted sync resume where it stopped.
+
+Only one process reconciles a store at a time (:func:`exclusive`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Engine, Table, delete, select
+
+from syncd import inbox
+from syncd.config import Settings, StoreConfig
+from syncd.db import dialect
+from syncd.db.models import SyncState
+from syncd.inbox import utcnow
+from syncd.ops.metrics import Metrics
+from syncd.shoperti import wire
+from syncd.shoperti.client import PageCursor, ShopertiClient
+from syncd.worker import apply_pending
+
+log = logging.getLogger("syncd.reconcile")
+sync_state: Table = SyncState.__table__  # type: ignore[assignment]
+
+EVENTS_CURSOR = "events_cursor"
+LAST_RUN = "reconcile_last_run"
+Resource = Literal["orders", "customers"]
+STREAMS: dict[str, str] = {
+    "events": EVENTS_CURSOR,  # created_at of events, minus the lookback
+    "orders": "backfill:orders",  # page checkpoint of a resource sync in progress
+    "customers": "backfill:customers",
+}
+
+
+# --- sync_state -----------------------------------------------------------------------
+
+
+def read_state(engine: Engine, store: str, name: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        value = conn.scalar(
+            select(sync_state.c.value).where(sync_state.c.store == store, sync_state.c.name == name)
+        )
+        conn.commit()
+    return dict(value) if value is not None else None
+
+
+def write_state(engine: Engine, store: str, name: str, value: dict[str, Any] | None) -> None:
+    with engine.begin() as conn:
+        if value is None:
+            conn.execute(
+                delete(sync_state).where(sync_state.c.store == store, sync_state.c.name == name)
+            )
+            return
+        dialect.upsert(
+            conn,
+            sync_state,
+            [{"store": store, "name": name, "value": value, "updated_at": utcnow()}],
+            update=["value", "updated_at"],
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    return wire.timestamp(value, "sync_state") if isinstance(value, str) else None
+
+
+# --- the lock -------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def exclusive(engine: Engine, name: str) -> AsyncIterator[bool]:
+    """Try to take a cross-process lock for the duration of the block."""
+    conn = await asyncio.to_thread(engine.connect)
+    lock = dialect.session_lock(conn, name)
+    try:
+        got = await asyncio.to_thread(lock.__enter__)
+        try:
+            yield got
+        finally:
+            await asyncio.to_thread(lock.__exit__, None, None, None)
+    finally:
+        await asyncio.to_thread(conn.close)
+
+
+# --- one run --------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    store: str
+    mode: str = "events"  # events | resources | skipped
+    started_at: str = ""
+    finished_at: str | None = None
+    events_seen: int = 0
+    found: int = 0  # events the inbox did not have: missed by webhooks
+    resources_seen: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    since: str | None = None
+
+
+Progress = Callable[[str, int, int | None], None]  # (resource, done, total)
+
+
+async def sync_resource(
+    engine: Engine,
+    store: StoreConfig,
+    client: ShopertiClient,
+    resource: Resource,
+    since: datetime | None,
+    *,
+    progress: Progress | None = None,
+    apply_batch: int = 1000,
+    max_attempts: int = 8,
+) -> tuple[int, int]:
+    """List ``resource`` (orders or customers) updated since ``since`` and put
+    each version in the inbox as a snapshot event; applies as it goes.
+
+    Resumes from the page checkpoint when there is one. Returns (versions
+    seen, versions new to the inbox).
+    """
+    checkpoint_name = STREAMS[resource]
+    checkpoint = await asyncio.to_thread(read_state, engine, store.name, checkpoint_name)
+    start = None
+    seen = found = 0
+    if checkpoint is not None and checkpoint.get("since") == _iso(since):
+        start = PageCursor.from_dict(checkpoint["cursor"])
+        seen = int(checkpoint.get("seen", 0))
+        found = int(checkpoint.get("found", 0))
+    single = "order" if resource == "orders" else "customer"
+    async for page in client.pages(resource, since=since, start=start):
+        snapshots = [wire.snapshot_event(single, item) for item in page.items]
+        added = await asyncio.to_thread(
+            inbox.add_events, engine, store.name, snapshots, source="backfill", verified=True
+        )
+        seen += added.seen
+        found += len(added.new_ids)
+        await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
+        if page.next is not None:
+            await asyncio.to_thread(
+                write_state,
+                engine,
+                store.name,
+                checkpoint_name,
+                {"since": _iso(since), "cursor": page.next.to_dict(), "seen": seen, "found": found},
+            )
+        if progress is not None:
+            progress(resource, seen, page.total)
+    await asyncio.to_thread(write_state, engine, store.name, checkpoint_name, None)
+    return seen, found
+
+
+def _drain(engine: Engine, store: StoreConfig, batch: int, max_attempts: int) -> None:
+    while apply_pending(engine, store, limit=batch, max_attempts=max_attempts).claimed:
+        pass
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def reconcile_store(
+    engine: Engine,
+    settings: Settings,
+    store: StoreConfig,
+    client: ShopertiClient,
+    *,
+    metrics: Metrics | None = None,
+    apply_now: bool = False,
+) -> RunReport:
+    """One reconcile pass for ``store`` (SPEC §1: recover what webhooks missed)."""
+    started = utcnow()
+    report = RunReport(store=store.name, started_at=started.isoformat())
+    async with exclusive(engine, f"reconcile:{store.name}") as got:
+        if not got:
+            report.mode = "skipped"
+            report.error = "another process is reconciling this store"
+            return report
+        try:
+            cursor_state = await asyncio.to_thread(read_state, engine, store.name, EVENTS_CURSOR)
+            cursor = _time(cursor_state.get("at")) if cursor_state else None
+            retention = timedelta(seconds=settings.event_retention)
+            lookback = timedelta(seconds=settings.reconcile_lookback)
+            if cursor is None or cursor - lookback < started - retention:
+                report.mode = "resources"
+                since = cursor - lookback if cursor is not None else None
+                report.since = _iso(since)
+                for resource in ("customers", "orders"):
+                    seen, found = await sync_resource(
+                        engine,
+                        store,
+                        client,
+                        resource,
+                        since,
+                        max_attempts=settings.max_attempts,
+                    )
+                    report.resources_seen[resource] = seen
+                    report.found += found
+            else:
+                since = cursor - lookback
+                report.since = _iso(since)
+                async for page in client.pages("events", since=since):
+                    added = await asyncio.to_thread(
+                        inbox.add_events,
+                        engine,
+                        store.name,
+                        page.items,
+                        source="reconcile",
+                        verified=True,
+                    )
+                    report.events_seen += added.seen
+                    report.found += len(added.new_ids)
+                if apply_now:
+                    await asyncio.to_thread(
+                        _drain, engine, store, settings.worker_batch_size, settings.max_attempts
+                    )
+            # Every page is committed: only now may the cursor move.
+            await asyncio.to_thread(
+                write_state, engine, store.name, EVENTS_CURSOR, {"at": started.isoformat()}
+            )
+        except Exception as exc:
+            report.error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("reconcile.failed", extra={"store": store.name, "error": report.error})
+        finally:
+            report.finished_at = utcnow().isoformat()
+            last = asdict(report)
+            if report.error is None:
+                last["last_success_at"] = report.finished_at
+            else:
+                previous = await asyncio.to_thread(read_state, engine, store.name, LAST_RUN)
+                last["last_success_at"] = (previous or {}).get("last_success_at")
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(write_state, engine, store.name, LAST_RUN, last)
+    if metrics is not None:
+        metrics.reconcile_runs.labels(store.name, "error" if report.error else "ok").inc()
+        if report.found:
+            metrics.reconcile_found.labels(store.name).inc(report.found)
+    log.info(
+        "reconcile.finished",
+        extra={
+            "store": store.name,
+            "mode": report.mode,
+            "found": report.found,
+            "error": report.error,
+        },
+    )
+    return report

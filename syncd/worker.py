@@ -1,0 +1,481 @@
+"""The worker: claim pending events, verify them, apply them, mark them.
+
+Two steps per store, each its own transaction so no network call happens
+while rows are locked:
+
+1. verify (``api`` mode only): fetch each pending, unverified event from the
+   API concurrently (bounded); the API's copy replaces the posted body; an
+   id the API does not know, or a copy about another type or resource, is
+   ``rejected`` and never applied; a transient failure is retried later.
+2. apply: under the store's apply lock, claim a batch of ready events
+   (``FOR UPDATE SKIP LOCKED``), write them through :mod:`syncd.apply`, mark
+   them ``applied``, ``ignored`` or ``failed``. One bad event fails alone;
+   a failing write is retried with backoff, then left ``failed``.
+
+The worker wakes as soon as the receiver commits (``wake()``) and polls
+as a fallback. Database errors never stop it: it waits and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Table, func, or_, select, update
+from sqlalchemy.engine import Connection
+
+from syncd import apply
+from syncd.config import Settings, StoreConfig
+from syncd.db import dialect
+from syncd.db.models import Event as EventRow
+from syncd.errors import ApiError, ApiNotFound, WireError
+from syncd.inbox import utcnow
+from syncd.ops.metrics import Metrics, type_label
+from syncd.shoperti import wire
+from syncd.shoperti.client import ShopertiClient
+
+log = logging.getLogger("syncd.worker")
+events: Table = EventRow.__table__  # type: ignore[assignment]
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff before attempt ``attempts + 1``: 2 s, 4 s, … capped at 15 min."""
+    return timedelta(seconds=min(2.0 ** max(attempts, 1), 900.0))
+
+
+@dataclass
+class Report:
+    applied: int = 0
+    ignored: int = 0
+    failed: int = 0
+    retried: int = 0
+    rejected: int = 0
+    lags: list[float] = field(default_factory=list)
+    by_type: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def claimed(self) -> int:
+        return self.applied + self.ignored + self.failed + self.retried
+
+
+# --- apply step (runs in a thread) ----------------------------------------------------
+
+
+def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempts: int) -> Report:
+    """Apply one batch of ready events of ``store``; returns what happened."""
+    report = Report()
+    now = utcnow()
+    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
+        ready = (
+            select(
+                events.c.id,
+                events.c.type,
+                events.c.payload,
+                events.c.attempts,
+                events.c.created_at,
+            )
+            .where(
+                events.c.store == store.name,
+                events.c.status == "pending",
+                or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
+            )
+            .order_by(events.c.received_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if store.verify == "api":
+            ready = ready.where(events.c.verified.is_(True))
+        rows = conn.execute(ready).all()
+        if not rows:
+            conn.commit()
+            return report
+        stored = [apply.StoredEvent(row.id, row.type, row.payload) for row in rows]
+        outcomes = _write_isolated(conn, store.name, stored, now)
+        _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
+        conn.commit()
+    return report
+
+
+def _write_isolated(
+    conn: Connection, store: str, stored: Sequence[apply.StoredEvent], now: datetime
+) -> dict[str, apply.Outcome]:
+    """Write the batch at once; if that fails, event by event, so one event's
+    database error does not hold back the others."""
+    batch, outcomes = apply.collect(store, stored)
+    try:
+        with conn.begin_nested():
+            apply.write(conn, batch, now)
+        return outcomes
+    except Exception as exc:
+        if dialect.is_disconnect_or_unavailable(exc):
+            raise
+        log.warning("apply.batch_failed", extra={"store": store, "error": type(exc).__name__})
+    for event in stored:
+        if outcomes[event.id].status != "applied":
+            continue
+        single, _ = apply.collect(store, [event])
+        try:
+            with conn.begin_nested():
+                apply.write(conn, single, now)
+        except Exception as exc:
+            if dialect.is_disconnect_or_unavailable(exc):
+                raise
+            outcomes[event.id] = apply.Outcome("retry", f"database error: {_short(exc)}")
+    return outcomes
+
+
+def _short(exc: BaseException) -> str:
+    # The DBAPI's first line names the problem; parameters (customer data) follow it.
+    first = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else type(exc).__name__
+    return first[:200]
+
+
+def _mark(
+    conn: Connection,
+    store: str,
+    rows: Sequence[Any],
+    outcomes: Mapping[str, apply.Outcome],
+    now: datetime,
+    max_attempts: int,
+    report: Report,
+) -> None:
+    groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
+    for row in rows:
+        outcome = outcomes[row.id]
+        status = outcome.status
+        attempts = row.attempts + 1
+        if status == "retry":
+            if attempts >= max_attempts:
+                status = "failed"
+            else:
+                conn.execute(
+                    update(events)
+                    .where(events.c.store == store, events.c.id == row.id)
+                    .values(
+                        attempts=attempts,
+                        last_error=outcome.error,
+                        next_attempt_at=now + retry_delay(attempts),
+                    )
+                )
+                report.retried += 1
+                continue
+        groups[(status, outcome.error)].append(row.id)
+        report.by_type[(type_label(row.type), status)] += 1
+        if status == "applied":
+            report.applied += 1
+            if row.created_at is not None:
+                report.lags.append(max((now - row.created_at).total_seconds(), 0.0))
+        elif status == "ignored":
+            report.ignored += 1
+        else:
+            report.failed += 1
+    for (status, error), ids in groups.items():
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                update(events)
+                .where(events.c.store == store, events.c.id.in_(ids[start : start + 500]))
+                .values(
+                    status=status,
+                    last_error=error,
+                    processed_at=now,
+                    attempts=events.c.attempts + 1,
+                    next_attempt_at=None,
+                )
+            )
+
+
+# --- verify step ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    event_id: str
+    copy: dict[str, Any] | None = None  # the API's copy: apply it
+    rejected: str | None = None  # why it must never be applied
+    retry: str | None = None  # transient: try again later
+
+
+def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[str, Any], int]]:
+    now = utcnow()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.id, events.c.payload, events.c.attempts)
+            .where(
+                events.c.store == store,
+                events.c.status == "pending",
+                events.c.verified.is_(False),
+                or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
+            )
+            .order_by(events.c.received_at)
+            .limit(limit)
+        ).all()
+        conn.commit()
+    return [(row.id, row.payload, row.attempts) for row in rows]
+
+
+async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str, Any]) -> Verdict:
+    try:
+        copy = await client.get_event(event_id)
+    except ApiNotFound:
+        return Verdict(event_id, rejected="the API does not know this event id")
+    except ApiError as exc:
+        return Verdict(event_id, retry=f"verification failed: {exc}")
+    try:
+        theirs, ours = wire.parse_event(copy), wire.parse_event(posted)
+    except WireError as exc:
+        return Verdict(event_id, rejected=f"the API's copy is malformed: {exc}")
+    if theirs.id != event_id:
+        return Verdict(event_id, rejected="the API answered with another event id")
+    if theirs.type != ours.type or theirs.resource_id != ours.resource_id:
+        return Verdict(
+            event_id, rejected="the posted event differs from the API's copy (type or resource id)"
+        )
+    return Verdict(event_id, copy=copy)
+
+
+def record_verdicts(
+    engine: Engine,
+    store: str,
+    verdicts: Sequence[Verdict],
+    attempts: Mapping[str, int],
+    max_attempts: int,
+) -> Report:
+    report = Report()
+    now = utcnow()
+    with engine.begin() as conn:
+        for verdict in verdicts:
+            where = (
+                (events.c.store == store)
+                & (events.c.id == verdict.event_id)
+                & (events.c.status == "pending")
+            )
+            if verdict.copy is not None:
+                event = wire.parse_event(verdict.copy)
+                conn.execute(
+                    update(events)
+                    .where(where)
+                    .values(
+                        payload=verdict.copy,
+                        verified=True,
+                        type=event.type,
+                        resource=event.resource,
+                        resource_id=event.resource_id,
+                        created_at=event.created_at,
+                    )
+                )
+            elif verdict.rejected is not None:
+                conn.execute(
+                    update(events)
+                    .where(where)
+                    .values(
+                        status="rejected",
+                        last_error=verdict.rejected,
+                        processed_at=now,
+                        attempts=events.c.attempts + 1,
+                    )
+                )
+                report.rejected += 1
+            else:
+                tries = attempts.get(verdict.event_id, 0) + 1
+                values: dict[str, Any] = {"attempts": tries, "last_error": verdict.retry}
+                if tries >= max_attempts:
+                    values.update(status="failed", processed_at=now)
+                    report.failed += 1
+                else:
+                    values["next_attempt_at"] = now + retry_delay(tries)
+                    report.retried += 1
+                conn.execute(update(events).where(where).values(**values))
+    return report
+
+
+def backlog(engine: Engine) -> dict[tuple[str, str], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(events.c.store, events.c.status, func.count())
+            .where(events.c.status.in_(("pending", "failed", "rejected")))
+            .group_by(events.c.store, events.c.status)
+        ).all()
+        conn.commit()
+    return {(row[0], row[1]): int(row[2]) for row in rows}
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        clients: Mapping[str, ShopertiClient],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clients = clients
+        self.metrics = metrics
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._limit = asyncio.Semaphore(settings.verify_concurrency)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="syncd-worker")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        if self.metrics:
+            self.metrics.up.set(1)
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                done = await self.run_once()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                log.warning("worker.error", extra={"error": _short(exc), "failures": failures})
+                done = 0
+            if done == 0 and not self._stopping:
+                pause = self.settings.worker_poll_interval * min(failures + 1, 10)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), pause)
+        if self.metrics:
+            self.metrics.up.set(0)
+
+    async def run_once(self) -> int:
+        """One pass over every store; returns how many events it moved."""
+        moved = 0
+        for store in self.settings.stores.values():
+            if self._stopping:
+                break
+            client = self.clients.get(store.name)
+            if store.verify == "api" and client is not None:
+                moved += await self.verify(store, client)
+            report = await asyncio.to_thread(
+                apply_pending,
+                self.engine,
+                store,
+                limit=self.settings.worker_batch_size,
+                max_attempts=self.settings.max_attempts,
+            )
+            self._observe(store.name, report)
+            moved += report.claimed
+        return moved
+
+    async def verify(self, store: StoreConfig, client: ShopertiClient) -> int:
+        pending = await asyncio.to_thread(
+            unverified, self.engine, store.name, self.settings.worker_batch_size
+        )
+        if not pending:
+            return 0
+
+        async def bounded(event_id: str, payload: dict[str, Any]) -> Verdict:
+            async with self._limit:
+                return await verify_one(client, event_id, payload)
+
+        verdicts = await asyncio.gather(*(bounded(i, p) for i, p, _ in pending))
+        attempts = {event_id: tries for event_id, _, tries in pending}
+        report = await asyncio.to_thread(
+            record_verdicts,
+            self.engine,
+            store.name,
+            verdicts,
+            attempts,
+            self.settings.max_attempts,
+        )
+        if self.metrics and report.rejected:
+            self.metrics.events.labels(store.name, "any", "rejected").inc(report.rejected)
+        return len(verdicts)
+
+    def _observe(self, store: str, report: Report) -> None:
+        if self.metrics is None:
+            return
+        for (event_type, status), count in report.by_type.items():
+            self.metrics.events.labels(store, event_type, status).inc(count)
+        for lag in report.lags:
+            self.metrics.apply_lag.labels(store).observe(lag)
+
+
+# --- replay ---------------------------------------------------------------------------
+
+NORMALIZED = (
+    "order_line_items",
+    "order_addresses",
+    "order_status_history",
+    "orders",
+    "customer_addresses",
+    "customers",
+)
+
+
+def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Report:
+    """Rebuild the normalized tables of ``store`` from its stored events, in one
+    transaction (BI users see the old tables until the new ones are complete).
+
+    Every event that was applied, ignored or failed is applied again; pending
+    events are left to the worker, rejected ones are never applied.
+    """
+    from syncd.db.models import metadata
+
+    report = Report()
+    now = utcnow()
+    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
+        for name in NORMALIZED:
+            table = metadata.tables[name]
+            conn.execute(table.delete().where(table.c.store == store.name))
+        after = ""
+        while True:
+            rows = conn.execute(
+                select(
+                    events.c.id,
+                    events.c.type,
+                    events.c.payload,
+                    events.c.attempts,
+                    events.c.created_at,
+                )
+                .where(
+                    events.c.store == store.name,
+                    events.c.status.in_(("applied", "ignored", "failed")),
+                    events.c.id > after,
+                )
+                .order_by(events.c.id)
+                .limit(chunk)
+            ).all()
+            if not rows:
+                break
+            stored = [apply.StoredEvent(row.id, row.type, row.payload) for row in rows]
+            batch, outcomes = apply.collect(store.name, stored)
+            apply.write(conn, batch, now)
+            groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
+            for row in rows:
+                outcome = outcomes[row.id]
+                groups[(outcome.status, outcome.error)].append(row.id)
+                report.by_type[(type_label(row.type), outcome.status)] += 1
+                setattr(report, outcome.status, getattr(report, outcome.status) + 1)
+            for (status, error), ids in groups.items():
+                conn.execute(
+                    update(events)
+                    .where(events.c.store == store.name, events.c.id.in_(ids))
+                    .values(status=status, last_error=error, processed_at=now)
+                )
+            after = rows[-1].id
+        conn.commit()
+    return report
