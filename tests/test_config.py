@@ -1,0 +1,153 @@
+"""Settings: every source, and one clear line for every kind of mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from syncd.config import Secret, load_settings
+from syncd.errors import ConfigError
+
+
+def test_defaults_give_one_store_without_api() -> None:
+    settings = load_settings({})
+    assert settings.database_url == "sqlite:///syncd.db"
+    assert list(settings.stores) == ["default"]
+    store = settings.store()
+    assert store.verify == "off" and not store.has_api and store.webhook_secret is None
+    assert (settings.host, settings.port, settings.reconcile_interval) == ("127.0.0.1", 8080, 900)
+    assert settings.max_body_bytes == 1_048_576
+
+
+def test_api_key_turns_verification_on() -> None:
+    settings = load_settings(
+        {
+            "SYNCD_API_URL": "https://api.example/v1/",
+            "SYNCD_API_KEY": "sk_live_123",
+            "SYNCD_STORE": "tienda",
+        }
+    )
+    store = settings.store("tienda")
+    assert store.api_url == "https://api.example/v1"
+    assert store.api_key == Secret("sk_live_123")
+    assert store.verify == "api"
+
+
+def test_secrets_from_files_and_systemd_credentials(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("sk_from_file\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "webhook_secret").write_text("hook-secret")
+    settings = load_settings(
+        {
+            "SYNCD_API_URL": "https://api.example/v1",
+            "SYNCD_API_KEY_FILE": str(tmp_path / "key"),
+            "CREDENTIALS_DIRECTORY": str(creds),
+        }
+    )
+    store = settings.store()
+    assert store.api_key is not None and store.api_key.reveal() == "sk_from_file"
+    assert store.webhook_secret is not None and store.webhook_secret.reveal() == "hook-secret"
+
+
+def test_toml_with_several_stores(tmp_path: Path) -> None:
+    (tmp_path / "b.key").write_text("key-b")
+    config = tmp_path / "stores.toml"
+    config.write_text(
+        '[[stores]]\nname = "norte"\napi_url = "https://a.example/v1"\napi_key = "key-a"\n'
+        'webhook_secret = "s-a"\n\n'
+        f'[[stores]]\nname = "sur"\napi_url = "https://b.example/v1"\n'
+        f'api_key_file = "{tmp_path / "b.key"}"\nverify = "off"\n'
+    )
+    settings = load_settings({"SYNCD_CONFIG": str(config), "SYNCD_STORE": "norte"})
+    assert sorted(settings.stores) == ["norte", "sur"]
+    assert settings.store("norte").verify == "api"
+    sur = settings.store("sur")
+    assert sur.verify == "off" and sur.api_key == Secret("key-b")
+
+
+def test_secret_never_shows_itself() -> None:
+    settings = load_settings(
+        {
+            "SYNCD_API_URL": "https://x.example",
+            "SYNCD_API_KEY": "sk_hush",
+            "SYNCD_WEBHOOK_SECRET": "wh_hush",
+        }
+    )
+    text = repr(settings) + str(settings)
+    assert "sk_hush" not in text and "wh_hush" not in text
+
+
+MISTAKES = [
+    ({"SYNCD_PORT": "eighty"}, "SYNCD_PORT", "whole number"),
+    ({"SYNCD_PORT": "70000"}, "SYNCD_PORT", "between"),
+    ({"SYNCD_RECONCILE_INTERVAL": "-5"}, "SYNCD_RECONCILE_INTERVAL", "at least"),
+    ({"SYNCD_RECONCILE_INTERVAL": "soon"}, "SYNCD_RECONCILE_INTERVAL", "number"),
+    ({"SYNCD_MAX_BODY_BYTES": "0"}, "SYNCD_MAX_BODY_BYTES", "at least"),
+    ({"SYNCD_VERIFY": "maybe"}, "SYNCD_VERIFY", "'api' or 'off'"),
+    ({"SYNCD_VERIFY": "api"}, "SYNCD_VERIFY", "needs an API"),
+    ({"SYNCD_API_URL": "ftp://x"}, "SYNCD_API_URL", "http"),
+    ({"SYNCD_API_URL": "https://x.example"}, "SYNCD_API_KEY", "together"),
+    ({"SYNCD_API_KEY": "k"}, "SYNCD_API_URL", "together"),
+    ({"SYNCD_API_KEY_FILE": "/nonexistent/key"}, "SYNCD_API_KEY_FILE", "cannot read"),
+    ({"SYNCD_API_KEY": "a", "SYNCD_API_KEY_FILE": "/x"}, "SYNCD_API_KEY", "not both"),
+    ({"SYNCD_STORE": "bad name!"}, "SYNCD_STORE", "letters"),
+    ({"SYNCD_CONFIG": "/nonexistent.toml"}, "SYNCD_CONFIG", "cannot read"),
+]
+
+
+@pytest.mark.parametrize(("env", "variable", "words"), MISTAKES)
+def test_each_mistake_names_its_variable(env: dict[str, str], variable: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert message.startswith(f"{variable}: ")
+    assert words in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ("not toml [[[", "not valid TOML"),
+        ("[[stores]]\napi_url = 'https://x.example'\napi_key = 'k'\n", "needs a name"),
+        ("[[stores]]\nname = 'a'\napi_url = 'https://x.example'\n", "together"),
+        ("[[stores]]\nname = 'a'\nverify = 'api'\n", "needs an API"),
+        ("[[stores]]\nname = 'a'\nflavour = 'x'\n", "unknown key"),
+        ("[[stores]]\nname = 'a'\n[[stores]]\nname = 'a'\n", "defined twice"),
+        ("stores = 3\n", "[[stores]]"),
+        ("[[stores]]\nname = 'a'\napi_key = 'sk_toml_secret'\n", "together"),
+    ],
+)
+def test_toml_mistakes(tmp_path: Path, toml: str, words: str) -> None:
+    path = tmp_path / "stores.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_CONFIG": str(path)})
+    message = str(caught.value)
+    assert message.startswith("SYNCD_CONFIG") and words in message and "\n" not in message
+    assert "sk_toml_secret" not in message
+
+
+def test_cli_prints_one_line_and_fails(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "syncd", "status"],
+        env={
+            "SYNCD_PORT": "x",
+            "PATH": "/usr/bin:/bin",
+            "SYNCD_API_KEY": "sk_cli_secret",
+            "SYNCD_API_URL": "https://x.example",
+        },
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "syncd: SYNCD_PORT: expected a whole number, got 'x'"
+    ]
+    assert "Traceback" not in result.stderr and "sk_cli_secret" not in result.stderr
