@@ -1,0 +1,7 @@
+"""``python -m syncd.simulator`` is ``syncd simulator``."""
+
+import sys
+
+from syncd.simulator.cli import main
+
+raise SystemExit(main(sys.argv[1:]))
