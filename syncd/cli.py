@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     from syncd.ops import logs
 
-    logs.setup()
+    logs.setup("WARNING" if args.command == "demo" else "INFO")
     try:
         if args.command == "demo":
             from syncd.demo import run_demo
