@@ -133,7 +133,7 @@ def pending_count(engine: Engine, store: str) -> int:
 
 async def wait_applied(engine: Engine, store: str) -> None:
     """Returns once no event of ``store`` is pending; callers bound it with a timeout."""
-    while await asyncio.to_thread(pending_count, engine, store):
+    while await asyncio.to_thread(pending_count, engine, store):  # noqa: ASYNC110 - polls the database
         await asyncio.sleep(0.1)
 
 
