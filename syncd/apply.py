@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, and_, delete, select, update
 from sqlalchemy.engine import Connection
 
 from syncd.db import dialect
 from syncd.db.models import Customer as CustomerRow
 from syncd.db.models import CustomerAddress as CustomerAddressRow
+from syncd.db.models import Event as EventRow
 from syncd.db.models import Order as OrderRow
 from syncd.db.models import OrderAddress as OrderAddressRow
 from syncd.db.models import OrderLineItem as LineItemRow
@@ -44,6 +45,7 @@ order_addresses: Table = OrderAddressRow.__table__  # type: ignore[assignment]
 customers: Table = CustomerRow.__table__  # type: ignore[assignment]
 customer_addresses: Table = CustomerAddressRow.__table__  # type: ignore[assignment]
 history: Table = HistoryRow.__table__  # type: ignore[assignment]
+events: Table = EventRow.__table__  # type: ignore[assignment]
 
 EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -56,11 +58,19 @@ IGNORED: dict[str, str] = {
     "checkout.updated": "abandoned checkouts are not normalized",
 }
 
-Version = tuple[datetime, datetime, str]
+# (resource updated_at, event created_at, rank, event id). The rank breaks a
+# tie between a customer's own event (OWN) and a copy nested in an order
+# (NESTED) that claim the same updated_at and event time: the nested copy may
+# be the customer as it stood when the order last changed, within the same
+# whole second as a later change of the customer.
+Version = tuple[datetime, datetime, int, str]
+OWN, NESTED = 1, 0
 
 
-def version_of(updated_at: datetime | None, event_at: datetime | None, event_id: str) -> Version:
-    return (updated_at or EPOCH, event_at or EPOCH, event_id)
+def version_of(
+    updated_at: datetime | None, event_at: datetime | None, event_id: str, rank: int = OWN
+) -> Version:
+    return (updated_at or EPOCH, event_at or EPOCH, rank, event_id)
 
 
 @dataclass
@@ -116,7 +126,8 @@ def _order_event(batch: Batch, event: wire.Event) -> None:
     if order.customer is not None:
         nested = order.customer
         batch.offer_customer(
-            version_of(nested.updated_at or order.updated_at, event.created_at, event.id), nested
+            version_of(nested.updated_at or order.updated_at, event.created_at, event.id, NESTED),
+            nested,
         )
     batch.history.append(
         {
@@ -198,6 +209,10 @@ def _stored_versions(
     conn: Connection, table: Table, store: str, ids: Sequence[str]
 ) -> dict[str, tuple[Version, bool]]:
     found: dict[str, tuple[Version, bool]] = {}
+    # The type of the event a row came from tells a nested copy from the real thing.
+    source = table.outerjoin(
+        events, and_(events.c.store == table.c.store, events.c.id == table.c.last_event_id)
+    )
     for start in range(0, len(ids), 500):
         rows = conn.execute(
             select(
@@ -206,13 +221,16 @@ def _stored_versions(
                 table.c.last_event_at,
                 table.c.last_event_id,
                 table.c.deleted,
-            ).where(table.c.store == store, table.c.id.in_(ids[start : start + 500]))
+                events.c.type,
+            )
+            .select_from(source)
+            .where(table.c.store == store, table.c.id.in_(ids[start : start + 500]))
         )
         for row in rows:
-            found[row.id] = (
-                version_of(row.updated_at, row.last_event_at, row.last_event_id or ""),
-                bool(row.deleted),
-            )
+            nested = table is customers and (row.type or "").startswith("order.")
+            rank = NESTED if nested else OWN
+            version = version_of(row.updated_at, row.last_event_at, row.last_event_id or "", rank)
+            found[row.id] = (version, bool(row.deleted))
     return found
 
 
@@ -275,7 +293,7 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
                 "closed_at": order.closed_at,
                 "deleted": is_deleted,
                 "raw": dict(order.raw),
-                "last_event_id": version[2],
+                "last_event_id": version[3],
                 "last_event_at": _event_time(version),
                 "synced_at": now,
             }
@@ -338,7 +356,7 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
                 "updated_at": customer.updated_at,
                 "deleted": is_deleted,
                 "raw": dict(customer.raw),
-                "last_event_id": version[2],
+                "last_event_id": version[3],
                 "last_event_at": _event_time(version),
                 "synced_at": now,
             }
@@ -368,6 +386,7 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
 
 
 def _event_time(version: Version) -> datetime | None:
+    # version[1] is the event's created_at (EPOCH stands for "unknown").
     return None if version[1] == EPOCH else version[1]
 
 

@@ -160,11 +160,11 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
                 store.api_url, store.api_key.reveal(), store=store.name
             ) as client:
                 report = await reconcile_store(engine, settings, store, client, apply_now=True)
-            if report.error:
+            if report.mode == "skipped":
+                print(f"{store.name}: skipped, another process is reconciling")
+            elif report.error:
                 failed = True
                 print(f"{store.name}: reconcile failed: {report.error}")
-            elif report.mode == "skipped":
-                print(f"{store.name}: skipped, another process is reconciling")
             elif report.mode == "resources":
                 seen = ", ".join(f"{n} {r}" for r, n in report.resources_seen.items())
                 print(

@@ -127,12 +127,25 @@ def db(
     _migrated: dict[str, TestDatabase],
 ) -> TestDatabase:
     """A migrated, empty database of each kind (the test runs once per kind)."""
-    kind: str = request.param
-    if kind not in _migrated:
-        url = database_servers.create(kind)
+    return _database(request.param, database_servers, _migrated)
+
+
+@pytest.fixture
+def sqlite_db(
+    database_servers: DatabaseServers, _migrated: dict[str, TestDatabase]
+) -> TestDatabase:
+    """The SQLite database alone, for tests whose point does not depend on the kind."""
+    return _database("sqlite", database_servers, _migrated)
+
+
+def _database(
+    kind: str, servers: DatabaseServers, migrated: dict[str, TestDatabase]
+) -> TestDatabase:
+    if kind not in migrated:
+        url = servers.create(kind)
         upgrade(url)
-        _migrated[kind] = TestDatabase(kind, url, make_engine(url))
-    database = _migrated[kind]
+        migrated[kind] = TestDatabase(kind, url, make_engine(url))
+    database = migrated[kind]
     database.reset()
     return database
 

@@ -154,6 +154,12 @@ class SimulatedStore:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self._port}/v1"
 
+    def set_api_faults(self, faults: Faults) -> None:
+        """Change the API's fault knobs while it runs (an outage starts or ends).
+        Webhook delivery faults stay as they were given at construction."""
+        self.faults = faults
+        self._api.faults = faults
+
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("the simulated store is already started")
