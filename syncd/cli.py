@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="per store: backlog, lag, reconcile state")
     status.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("simulator", help="a simulated Shoperti store (see --help)", add_help=False)
+    commands.add_parser("bench", help="performance benchmarks (see --help)", add_help=False)
     demo = commands.add_parser("demo", help="end to end on SQLite with a simulated store")
     demo.add_argument("--dir", type=Path, help="keep the demo database in DIR")
     demo.add_argument("--orders", type=int, default=300, help="orders to sell (default 300)")
@@ -82,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from syncd.simulator.cli import main as simulator_main
 
         return simulator_main(args_list[1:])
+    if args_list[:1] == ["bench"]:
+        from syncd.bench import main as bench_main
+
+        return bench_main(args_list[1:])
     args = _parser().parse_args(args_list)
     from syncd.ops import logs
 
@@ -139,7 +144,12 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
                     "nothing is reconciled",
                 },
             )
-    asyncio.run(serve(settings))
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; asyncio's own loop works too
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
     return 0
 
 

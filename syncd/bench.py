@@ -1,0 +1,470 @@
+"""``syncd bench``: the numbers behind the performance claims.
+
+In one run, on the configured database (``--database-url``, default a
+SQLite file in a temporary directory):
+
+1. **acks**: ``syncd serve`` (a subprocess, as in production) receives N
+   unique events POSTed at a fixed concurrency by a lean HTTP/1.1 load
+   generator (raw asyncio streams, keep-alive, pre-encoded requests, so the
+   generator costs little of the machine's two cores). Reports acks/s,
+   p50/p95/p99 ack latency and the time until every event is applied.
+2. **bare**: the same load against a Starlette endpoint on the same uvicorn
+   settings that answers 200 without touching a database; the ratio
+   syncd / bare says what durability costs.
+3. **latency at a fixed rate**: p99 at an open-loop rate (e.g. 300 events/s).
+4. **backfill**: M simulated orders imported through the API, orders/s and
+   peak RSS, next to the time to just download the pages, and the ratio.
+
+Not part of the test run; see README "Performance" for recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from syncd.db.engine import make_engine, upgrade
+
+TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a local benchmark
+KEY = "sk_bench"
+
+
+# --- a lean load generator ------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    sent: int
+    ok: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+def _request(host: str, port: int, path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    if length:
+        await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(
+    port: int, path: str, bodies: Sequence[bytes], concurrency: int
+) -> LoadResult:
+    """``concurrency`` connections, each sending its next request as soon as
+    the previous one is answered."""
+    requests = [_request("127.0.0.1", port, path, body) for body in bodies]
+    latencies: list[float] = []
+    ok = errors = 0
+    position = 0
+
+    async def connection() -> None:
+        nonlocal ok, errors, position
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while position < len(requests):
+                request = requests[position]
+                position += 1
+                begun = time.perf_counter()
+                writer.write(request)
+                status = await _read_response(reader)
+                latencies.append(time.perf_counter() - begun)
+                if 200 <= status < 300:
+                    ok += 1
+                else:
+                    errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return LoadResult(len(requests), ok, errors, time.perf_counter() - started, latencies)
+
+
+async def open_loop(
+    port: int, path: str, bodies: Sequence[bytes], rate: float, connections: int = 64
+) -> LoadResult:
+    """Requests start on a fixed schedule (``rate`` per second) whatever the
+    answers do, over a pool of keep-alive connections; latency is measured
+    from the scheduled start, so queueing counts."""
+    requests = [_request("127.0.0.1", port, path, body) for body in bodies]
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    latencies: list[float] = []
+    ok = errors = 0
+    started = time.perf_counter()
+
+    async def one(index: int) -> None:
+        nonlocal ok, errors
+        due = started + index / rate
+        reader, writer = await pool.get()
+        writer.write(requests[index])
+        status = await _read_response(reader)
+        latencies.append(time.perf_counter() - due)
+        pool.put_nowait((reader, writer))
+        if 200 <= status < 300:
+            ok += 1
+        else:
+            errors += 1
+
+    tasks = []
+    for index in range(len(requests)):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*tasks)
+    seconds = time.perf_counter() - started
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return LoadResult(len(requests), ok, errors, seconds, latencies)
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError("server did not open its port")
+
+
+@contextlib.contextmanager
+def server(argv: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_port(port, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def bare_app() -> Any:
+    """A Starlette endpoint that reads the body and answers 200, nothing else."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def hook(request: Request) -> JSONResponse:
+        payload = orjson.loads(await request.body())
+        return JSONResponse({"status": "ok", "id": payload.get("id")})
+
+    return Starlette(routes=[Route("/webhooks/shoperti", hook, methods=["POST"])])
+
+
+def run_bare(port: int) -> None:
+    import uvicorn
+    import uvloop
+
+    config = uvicorn.Config(
+        bare_app(),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    uvloop.run(uvicorn.Server(config).serve())
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def make_events(count: int, seed: int) -> list[bytes]:
+    from syncd.simulator import SimulatedStore
+
+    store = SimulatedStore(seed=seed, api_key=KEY)
+    orders = max(count // 4, 1)
+    bodies: list[bytes] = []
+    while len(bodies) < count:
+        asyncio.run(store.sell(orders=orders))
+        bodies = [orjson.dumps(event) for event in store.events]
+    return bodies[:count]
+
+
+def pending(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from syncd.db.models import Event
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).where(Event.status == "pending")) or 0)
+    finally:
+        engine.dispose()
+
+
+def reset(url: str) -> None:
+    from syncd.db.models import metadata
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(table.delete())
+    finally:
+        engine.dispose()
+
+
+def bench_acks(url: str, bodies: list[bytes], concurrency: int, rate: float) -> dict[str, Any]:
+    port = free_port()
+    env = {
+        "SYNCD_DATABASE_URL": url,
+        "SYNCD_PORT": str(port),
+        "SYNCD_WEBHOOK_SECRET": TOKEN,
+        "SYNCD_RECONCILE_INTERVAL": "0",
+        "SYNCD_VERIFY": "off",
+    }
+    path = f"/webhooks/shoperti?token={TOKEN}"
+    results: dict[str, Any] = {}
+    reset(url)
+    with server([sys.executable, "-m", "syncd", "serve"], env, port):
+        warm = asyncio.run(closed_loop(port, path, bodies[:200], concurrency))
+        assert warm.errors == 0, "warm-up failed"
+        load = asyncio.run(closed_loop(port, path, bodies[200:], concurrency))
+        last_ack = time.perf_counter()
+        while pending(url):
+            time.sleep(0.05)
+        results["acks"] = load
+        results["applied_after_last_ack_s"] = time.perf_counter() - last_ack
+    reset(url)
+    with server([sys.executable, "-m", "syncd", "serve"], env, port):
+        steady = bodies[: max(int(rate * 10), 200)]
+        results["fixed_rate"] = asyncio.run(open_loop(port, path, steady, rate))
+        last_ack = time.perf_counter()
+        while pending(url):
+            time.sleep(0.05)
+        results["fixed_rate_applied_after_last_ack_s"] = time.perf_counter() - last_ack
+    bare_port = free_port()
+    bare = [sys.executable, "-c", f"from syncd.bench import run_bare; run_bare({bare_port})"]
+    with server(bare, {}, bare_port):
+        asyncio.run(closed_loop(bare_port, "/webhooks/shoperti", bodies[:200], concurrency))
+        results["bare"] = asyncio.run(
+            closed_loop(bare_port, "/webhooks/shoperti", bodies[200:], concurrency)
+        )
+    return results
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
+    """Runs in a child process so its peak RSS is its own; the simulated store
+    runs in a process of its own too (``syncd simulator``)."""
+    from syncd.config import load_settings
+    from syncd.reconcile import sync_resource
+    from syncd.shoperti.client import ShopertiClient
+
+    simulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "syncd",
+            "simulator",
+            "--api-key",
+            KEY,
+            "--seed",
+            str(seed),
+            "--orders",
+            "0",
+            "--history-orders",
+            str(orders),
+            "--history-days",
+            "365",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert simulator.stdout is not None
+        first = simulator.stdout.readline().strip()
+        if not first.startswith("api_url="):
+            raise RuntimeError(f"the simulator did not start: {first!r}")
+        api_url = first.removeprefix("api_url=")
+        rss_before = _rss_now_mb()
+
+        async def download() -> int:
+            count = 0
+            async with ShopertiClient(api_url, KEY) as client:
+                async for page in client.pages("orders", since=None):
+                    count += len(page.items)
+            return count
+
+        started = time.perf_counter()
+        downloaded = asyncio.run(download())
+        download_s = time.perf_counter() - started
+        reset(url)
+        settings = load_settings(
+            {"SYNCD_DATABASE_URL": url, "SYNCD_API_URL": api_url, "SYNCD_API_KEY": KEY}
+        )
+        engine = make_engine(url)
+
+        async def backfill() -> tuple[int, int]:
+            async with ShopertiClient(api_url, KEY) as client:
+                return await sync_resource(engine, settings.store(), client, "orders", None)
+
+        started = time.perf_counter()
+        seen, _ = asyncio.run(backfill())
+        backfill_s = time.perf_counter() - started
+        engine.dispose()
+    finally:
+        simulator.send_signal(signal.SIGTERM)
+        simulator.wait(30)
+        if simulator.stdout is not None:
+            simulator.stdout.close()
+    return {
+        "orders": seen,
+        "downloaded": downloaded,
+        "download_s": download_s,
+        "backfill_s": backfill_s,
+        "rss_before_mb": rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="syncd bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--orders", type=int, default=20_000, help="orders to backfill")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--skip-acks", action="store_true")
+    parser.add_argument("--skip-backfill", action="store_true")
+    parser.add_argument("--backfill-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        if args.backfill_child:
+            print(orjson.dumps(bench_backfill(url, args.orders, args.seed)).decode())
+            return 0
+        upgrade(url)
+        print(
+            f"syncd bench on {url.split('@')[-1]} — {os.cpu_count()} cores, "
+            f"Python {sys.version.split()[0]}",
+            flush=True,
+        )
+        if not args.skip_acks:
+            bodies = make_events(args.events + 200, args.seed)
+            r = bench_acks(url, bodies, args.concurrency, args.rate)
+            acks, bare, fixed = r["acks"], r["bare"], r["fixed_rate"]
+            print(
+                f"acks      {acks.ok} events, concurrency {args.concurrency}: "
+                f"{acks.rate:,.0f} acks/s, p50 {acks.percentile(50):.1f} ms, "
+                f"p95 {acks.percentile(95):.1f} ms, p99 {acks.percentile(99):.1f} ms, "
+                f"errors {acks.errors}"
+            )
+            print(
+                f"applied   all events applied {r['applied_after_last_ack_s']:.2f} s "
+                "after the last ack"
+            )
+            print(
+                f"bare      {bare.rate:,.0f} req/s, p99 {bare.percentile(99):.1f} ms; "
+                f"syncd/bare = {acks.rate / bare.rate:.2f}"
+            )
+            print(
+                f"fixed     {fixed.ok} events at {args.rate:.0f}/s: p50 "
+                f"{fixed.percentile(50):.1f} ms, p99 {fixed.percentile(99):.1f} ms, errors "
+                f"{fixed.errors}; applied {r['fixed_rate_applied_after_last_ack_s']:.2f} s "
+                "after the last ack"
+            )
+        if not args.skip_backfill:
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "syncd",
+                    "bench",
+                    "--backfill-child",
+                    "--orders",
+                    str(args.orders),
+                    "--seed",
+                    str(args.seed),
+                    "--database-url",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            b = orjson.loads(child.stdout.strip().splitlines()[-1])
+            print(
+                f"backfill  {b['orders']} orders: {b['orders'] / b['backfill_s']:,.0f} "
+                f"orders/s ({b['backfill_s']:.1f} s); download only "
+                f"{b['downloaded'] / b['download_s']:,.0f} orders/s; ratio "
+                f"{b['download_s'] / b['backfill_s']:.2f}; peak RSS {b['peak_rss_mb']:.0f} MB "
+                f"(at start {b['rss_before_mb']:.0f} MB)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
