@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,10 +93,13 @@ def add_events(
     *,
     source: str,
     verified: bool,
+    also: Callable[[Connection, Added], None] | None = None,
 ) -> Added:
     """Put events fetched from the API (reconcile, backfill) into the inbox in
-    one transaction; says which ids were not there before."""
-    events = [wire.parse_event(payload) for payload in payloads]
+    one transaction; says which ids were not there before. ``also`` runs in
+    the same transaction, told what was added (a checkpoint that must commit
+    with the events)."""
+    events = [wire.parse_envelope(payload) for payload in payloads]
     now = utcnow()
     with engine.begin() as conn:
         present = known_ids(conn, store, (event.id for event in events))
@@ -111,7 +114,10 @@ def add_events(
                 for e in fresh.values()
             ],
         )
-    return Added(new_ids=list(fresh), seen=len(events))
+        added = Added(new_ids=list(fresh), seen=len(events))
+        if also is not None:
+            also(conn, added)
+    return added
 
 
 class GroupCommitter:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Engine, Table, delete, select
+from sqlalchemy.engine import Connection
 
 from syncd import inbox
 from syncd.config import Settings, StoreConfig
@@ -35,7 +36,7 @@ from syncd.db.models import SyncState
 from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
-from syncd.shoperti.client import PageCursor, ShopertiClient
+from syncd.shoperti.client import Page, PageCursor, ShopertiClient
 from syncd.worker import apply_pending
 
 log = logging.getLogger("syncd.reconcile")
@@ -65,17 +66,21 @@ def read_state(engine: Engine, store: str, name: str) -> dict[str, Any] | None:
 
 def write_state(engine: Engine, store: str, name: str, value: dict[str, Any] | None) -> None:
     with engine.begin() as conn:
-        if value is None:
-            conn.execute(
-                delete(sync_state).where(sync_state.c.store == store, sync_state.c.name == name)
-            )
-            return
-        dialect.upsert(
-            conn,
-            sync_state,
-            [{"store": store, "name": name, "value": value, "updated_at": utcnow()}],
-            update=["value", "updated_at"],
+        write_state_on(conn, store, name, value)
+
+
+def write_state_on(conn: Connection, store: str, name: str, value: dict[str, Any] | None) -> None:
+    if value is None:
+        conn.execute(
+            delete(sync_state).where(sync_state.c.store == store, sync_state.c.name == name)
         )
+        return
+    dialect.upsert(
+        conn,
+        sync_state,
+        [{"store": store, "name": name, "value": value, "updated_at": utcnow()}],
+        update=["value", "updated_at"],
+    )
 
 
 def _time(value: Any) -> datetime | None:
@@ -145,30 +150,73 @@ async def sync_resource(
         seen = int(checkpoint.get("seen", 0))
         found = int(checkpoint.get("found", 0))
     single = "order" if resource == "orders" else "customer"
-    async for page in client.pages(resource, since=since, start=start):
-        snapshots = [wire.snapshot_event(single, item) for item in page.items]
-        added = await asyncio.to_thread(
-            inbox.add_events, engine, store.name, snapshots, source="backfill", verified=True
-        )
-        seen += added.seen
-        found += len(added.new_ids)
-        await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
-        if page.next is not None:
-            await asyncio.to_thread(
-                write_state,
+    # The next page downloads while this one is written: a queue of two pages
+    # keeps memory bounded and the database busy.
+    pages: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(maxsize=2)
+
+    async def download() -> None:
+        try:
+            async for page in client.pages(resource, since=since, start=start):
+                await pages.put(page)
+            await pages.put(None)
+        except Exception as exc:
+            await pages.put(exc)
+
+    downloader = asyncio.create_task(download())
+    unapplied = 0
+    try:
+        while (page := await pages.get()) is not None:
+            if isinstance(page, BaseException):
+                raise page
+            snapshots = [wire.snapshot_event(single, item) for item in page.items]
+            seen_after = seen + len(snapshots)
+
+            def checkpoint_page(
+                conn: Connection,
+                added: inbox.Added,
+                page: Page = page,
+                seen: int = seen_after,
+                found: int = found,
+            ) -> None:
+                # Commits with the page's events: a restart resumes after this page.
+                value = None
+                if page.next is not None:
+                    value = {
+                        "since": _iso(since),
+                        "cursor": page.next.to_dict(),
+                        "seen": seen,
+                        "found": found + len(added.new_ids),
+                    }
+                write_state_on(conn, store.name, checkpoint_name, value)
+
+            added = await asyncio.to_thread(
+                inbox.add_events,
                 engine,
                 store.name,
-                checkpoint_name,
-                {"since": _iso(since), "cursor": page.next.to_dict(), "seen": seen, "found": found},
+                snapshots,
+                source="backfill",
+                verified=True,
+                also=checkpoint_page,
             )
-        if progress is not None:
-            progress(resource, seen, page.total)
+            seen = seen_after
+            found += len(added.new_ids)
+            unapplied += len(added.new_ids)
+            if unapplied >= apply_batch:
+                await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
+                unapplied = 0
+            if progress is not None:
+                progress(resource, seen, page.total)
+    finally:
+        downloader.cancel()
+        await asyncio.gather(downloader, return_exceptions=True)
+    await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
     await asyncio.to_thread(write_state, engine, store.name, checkpoint_name, None)
     return seen, found
 
 
 def _drain(engine: Engine, store: StoreConfig, batch: int, max_attempts: int) -> None:
-    while apply_pending(engine, store, limit=batch, max_attempts=max_attempts).claimed:
+    """Apply the store's pending events, batch after batch, until none is left."""
+    while apply_pending(engine, store, limit=batch, max_attempts=max_attempts).claimed >= batch:
         pass
 
 
