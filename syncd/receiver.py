@@ -97,7 +97,7 @@ class WebhookEndpoint:
         except orjson.JSONDecodeError:
             return error(400, "body is not JSON")
         try:
-            event = wire.parse_event(payload)
+            event = wire.parse_envelope(payload)
         except WireError as exc:
             return error(400, str(exc))
         # Verified only by the API, never by the poster; 'off' applies it as is.

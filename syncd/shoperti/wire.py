@@ -94,7 +94,10 @@ def timestamp(value: Any, field: str) -> datetime | None:
         raise WireError(f"{field}: not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-06:00 is past year 9999 in UTC
+        raise WireError(f"{field}: timestamp out of range") from None
 
 
 def integer(value: Any, field: str) -> int | None:
@@ -189,6 +192,21 @@ def resource_of(event_type: str) -> str:
 
 def parse_event(payload: Any) -> Event:
     """An Event object (webhook body or API copy). Checks the envelope only."""
+    return _parse_event(payload, strict=True)
+
+
+def parse_envelope(payload: Any) -> Event:
+    """What the inbox needs to keep an event: a JSON object with an id and a type.
+
+    A malformed ``created_at`` or ``data`` reads as NULL here instead of
+    refusing the event: the inbox keeps it (refused, the platform would retry
+    it for two days and then drop it, and reconcile would stall on it), and
+    applying it fails it alone, with the reason, through :func:`parse_event`.
+    """
+    return _parse_event(payload, strict=False)
+
+
+def _parse_event(payload: Any, *, strict: bool) -> Event:
     if not isinstance(payload, Mapping):
         raise WireError("body is not a JSON object")
     event_id = ident(payload.get("id"), "id")
@@ -202,7 +220,18 @@ def parse_event(payload: Any) -> Event:
     event_type = event_type.strip()
     if len(event_type) > 64:
         raise WireError("type: longer than 64 characters")
-    data = _object(payload.get("data"), "data")
+    data: Mapping[str, Any] | None = None
+    created_at: datetime | None = None
+    try:
+        data = _object(payload.get("data"), "data")
+    except WireError:
+        if strict:
+            raise
+    try:
+        created_at = timestamp(payload.get("created_at"), "created_at")
+    except WireError:
+        if strict:
+            raise
     resource_id = None
     if data is not None:
         try:
@@ -214,7 +243,7 @@ def parse_event(payload: Any) -> Event:
     return Event(
         id=event_id,
         type=event_type,
-        created_at=timestamp(payload.get("created_at"), "created_at"),
+        created_at=created_at,
         resource=resource_of(event_type),
         resource_id=resource_id,
         data=data,
