@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy import BigInteger, Integer, Table, and_, delete, select, update
 from sqlalchemy.engine import Connection
 
 from syncd.db import dialect
@@ -107,6 +107,39 @@ class StoredEvent:
 Handler = Callable[[Batch, wire.Event], None]
 
 
+def _fits(table: Table, record: Any, where: str) -> None:
+    """Refuse a value its column cannot hold, the same way on every database
+    (SQLite would store it; PostgreSQL and MariaDB would refuse the batch)."""
+    for column in table.columns:
+        value = getattr(record, column.name, None)
+        if isinstance(value, str):
+            length = getattr(column.type, "length", None)
+            if length is not None and len(value) > length:
+                raise WireError(f"{where}.{column.name}: longer than {length} characters")
+        elif isinstance(value, int) and isinstance(column.type, Integer):
+            bound = 2**63 if isinstance(column.type, BigInteger) else 2**31
+            if not -bound <= value < bound:
+                raise WireError(f"{where}.{column.name}: out of range")
+
+
+def _check_customer(customer: wire.Customer, where: str) -> None:
+    _fits(customers, customer, where)
+    for index, saved in enumerate(customer.addresses):
+        _fits(customer_addresses, saved, f"{where}.addresses[{index}]")
+        _fits(customer_addresses, saved.address, f"{where}.addresses[{index}]")
+
+
+def _check_order(order: wire.Order, where: str) -> None:
+    _fits(orders, order, where)
+    for index, item in enumerate(order.line_items):
+        _fits(line_items, item, f"{where}.line_items[{index}]")
+    for kind, address in (("shipping", order.shipping_address), ("billing", order.billing_address)):
+        if address is not None:
+            _fits(order_addresses, address, f"{where}.{kind}_address")
+    if order.customer is not None:
+        _check_customer(order.customer, f"{where}.customer")
+
+
 def _order_event(batch: Batch, event: wire.Event) -> None:
     if event.data is None:
         raise WireError("data: missing")
@@ -119,6 +152,7 @@ def _order_event(batch: Batch, event: wire.Event) -> None:
         batch.deleted_orders.add(order_id)
         return
     order = wire.parse_order(event.data, "data")
+    _check_order(order, "data")
     version = version_of(order.updated_at, event.created_at, event.id)
     batch.offer_order(version, order)
     if is_delete or order.deleted:
@@ -154,6 +188,7 @@ def _customer_event(batch: Batch, event: wire.Event) -> None:
         batch.deleted_customers.add(customer_id)
         return
     customer = wire.parse_customer(event.data, "data")
+    _check_customer(customer, "data")
     batch.offer_customer(version_of(customer.updated_at, event.created_at, event.id), customer)
     if is_delete or customer.deleted:
         batch.deleted_customers.add(customer.id)

@@ -99,7 +99,7 @@ def add_events(
     one transaction; says which ids were not there before. ``also`` runs in
     the same transaction, told what was added (a checkpoint that must commit
     with the events)."""
-    events = [wire.parse_envelope(payload) for payload in payloads]
+    events = [wire.parse_envelope(wire.scrub_nul(payload)) for payload in payloads]
     now = utcnow()
     with engine.begin() as conn:
         present = known_ids(conn, store, (event.id for event in events))

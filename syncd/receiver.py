@@ -96,6 +96,8 @@ class WebhookEndpoint:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             return error(400, "body is not JSON")
+        if b"\\u0000" in body:  # JSON's spelling of NUL; rare, so checked on the raw bytes
+            payload = wire.scrub_nul(payload)
         try:
             event = wire.parse_envelope(payload)
         except WireError as exc:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, or_, select, update
+from sqlalchemy import Engine, Table, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
 from syncd import apply
@@ -227,12 +227,16 @@ async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str,
     except ApiError as exc:
         return Verdict(event_id, retry=f"verification failed: {exc}")
     try:
-        theirs, ours = wire.parse_event(copy), wire.parse_event(posted)
+        theirs = wire.parse_event(copy)
     except WireError as exc:
         return Verdict(event_id, rejected=f"the API's copy is malformed: {exc}")
+    # The posted body only needs an envelope: its other fields are what the
+    # API's copy replaces.
+    ours = wire.parse_envelope(posted)
     if theirs.id != event_id:
         return Verdict(event_id, rejected="the API answered with another event id")
-    if theirs.type != ours.type or theirs.resource_id != ours.resource_id:
+    resource_differs = ours.resource_id is not None and theirs.resource_id != ours.resource_id
+    if theirs.type != ours.type or resource_differs:
         return Verdict(
             event_id, rejected="the posted event differs from the API's copy (type or resource id)"
         )
@@ -256,12 +260,13 @@ def record_verdicts(
                 & (events.c.status == "pending")
             )
             if verdict.copy is not None:
-                event = wire.parse_event(verdict.copy)
+                copy = wire.scrub_nul(verdict.copy)
+                event = wire.parse_event(copy)
                 conn.execute(
                     update(events)
                     .where(where)
                     .values(
-                        payload=verdict.copy,
+                        payload=copy,
                         verified=True,
                         type=event.type,
                         resource=event.resource,
@@ -430,8 +435,10 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
     """Rebuild the normalized tables of ``store`` from its stored events, in one
     transaction (BI users see the old tables until the new ones are complete).
 
-    Every event that was applied, ignored or failed is applied again; pending
-    events are left to the worker, rejected ones are never applied.
+    Every event that was applied, ignored or failed is applied again (in
+    ``api`` mode only the verified ones); pending events are left to the
+    worker, rejected ones are never applied. One event that cannot be written
+    fails alone, as in the worker.
     """
     from syncd.db.models import metadata
 
@@ -454,6 +461,8 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
                 .where(
                     events.c.store == store.name,
                     events.c.status.in_(("applied", "ignored", "failed")),
+                    # In api mode only the API's copies are ever applied.
+                    events.c.verified.is_(True) if store.verify == "api" else true(),
                     events.c.id > after,
                 )
                 .order_by(events.c.id)
@@ -462,11 +471,12 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
             if not rows:
                 break
             stored = [apply.StoredEvent(row.id, row.type, row.payload) for row in rows]
-            batch, outcomes = apply.collect(store.name, stored)
-            apply.write(conn, batch, now)
+            outcomes = _write_isolated(conn, store.name, stored, now)
             groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
             for row in rows:
                 outcome = outcomes[row.id]
+                if outcome.status == "retry":  # no second chance inside a replay
+                    outcome = apply.Outcome("failed", outcome.error)
                 groups[(outcome.status, outcome.error)].append(row.id)
                 report.by_type[(type_label(row.type), outcome.status)] += 1
                 setattr(report, outcome.status, getattr(report, outcome.status) + 1)

@@ -2,17 +2,18 @@
 
 Types come from syncd.db.dialect (UTC timestamps, exact money, JSON/JSONB);
 those classes are part of the migration history and must not change meaning.
+Ids use a binary collation on MariaDB/MySQL (exact comparison).
 
 Revision ID: 0001
-Revises:
-Create Date: 2026-11-28 03:48:46.058614
+Revises: (none)
+Create Date: 2026-11-28 04:21:06.648561
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 import syncd.db.dialect
 
@@ -27,17 +28,28 @@ def upgrade() -> None:
         "customer_addresses",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
         sa.Column(
             "customer_id",
-            sa.String(length=128),
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
             nullable=False,
             comment="Customer id (customers.id).",
         ),
-        sa.Column("id", sa.String(length=128), nullable=False, comment="Address id."),
+        sa.Column(
+            "id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Address id.",
+        ),
         sa.Column(
             "position",
             sa.Integer(),
@@ -72,11 +84,20 @@ def upgrade() -> None:
         "customers",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
-        sa.Column("id", sa.String(length=128), nullable=False, comment="Shoperti customer id."),
+        sa.Column(
+            "id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Shoperti customer id.",
+        ),
         sa.Column("email", sa.String(length=320), nullable=True, comment="E-mail address."),
         sa.Column("first_name", sa.String(length=255), nullable=True, comment="First name."),
         sa.Column("last_name", sa.String(length=255), nullable=True, comment="Last name."),
@@ -126,7 +147,9 @@ def upgrade() -> None:
         ),
         sa.Column(
             "last_event_id",
-            sa.String(length=128),
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
             nullable=True,
             comment="Id of the event whose version of the customer this row holds.",
         ),
@@ -153,11 +176,20 @@ def upgrade() -> None:
         "events",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
-        sa.Column("id", sa.String(length=128), nullable=False, comment="Shoperti event id."),
+        sa.Column(
+            "id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Shoperti event id.",
+        ),
         sa.Column(
             "type",
             sa.String(length=64),
@@ -172,7 +204,9 @@ def upgrade() -> None:
         ),
         sa.Column(
             "resource_id",
-            sa.String(length=128),
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
             nullable=True,
             comment="Id of the order or customer the event is about (NULL if unknown).",
         ),
@@ -252,12 +286,19 @@ def upgrade() -> None:
         "order_addresses",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
         sa.Column(
-            "order_id", sa.String(length=128), nullable=False, comment="Order id (orders.id)."
+            "order_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Order id (orders.id).",
         ),
         sa.Column("kind", sa.String(length=16), nullable=False, comment="shipping or billing."),
         sa.Column("first_name", sa.String(length=255), nullable=True, comment="First name."),
@@ -282,18 +323,44 @@ def upgrade() -> None:
         "order_line_items",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
         sa.Column(
-            "order_id", sa.String(length=128), nullable=False, comment="Order id (orders.id)."
+            "order_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Order id (orders.id).",
         ),
-        sa.Column("id", sa.String(length=128), nullable=False, comment="Line item id."),
-        sa.Column("position", sa.Integer(), nullable=False, comment="Place in the order, from 1."),
-        sa.Column("product_id", sa.String(length=128), nullable=True, comment="Product id."),
         sa.Column(
-            "variant_id", sa.String(length=128), nullable=True, comment="Product variant id."
+            "id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Line item id.",
+        ),
+        sa.Column("position", sa.Integer(), nullable=False, comment="Place in the order, from 1."),
+        sa.Column(
+            "product_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=True,
+            comment="Product id.",
+        ),
+        sa.Column(
+            "variant_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=True,
+            comment="Product variant id.",
         ),
         sa.Column("sku", sa.String(length=255), nullable=True, comment="Stock keeping unit."),
         sa.Column("title", sa.Text(), nullable=True, comment="Product title."),
@@ -327,15 +394,27 @@ def upgrade() -> None:
         "order_status_history",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
         sa.Column(
-            "event_id", sa.String(length=128), nullable=False, comment="Event id (events.id)."
+            "event_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Event id (events.id).",
         ),
         sa.Column(
-            "order_id", sa.String(length=128), nullable=False, comment="Order id (orders.id)."
+            "order_id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Order id (orders.id).",
         ),
         sa.Column(
             "event_type",
@@ -371,11 +450,20 @@ def upgrade() -> None:
         "orders",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),
-        sa.Column("id", sa.String(length=128), nullable=False, comment="Shoperti order id."),
+        sa.Column(
+            "id",
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
+            nullable=False,
+            comment="Shoperti order id.",
+        ),
         sa.Column(
             "number",
             sa.BigInteger(),
@@ -432,7 +520,9 @@ def upgrade() -> None:
         ),
         sa.Column(
             "customer_id",
-            sa.String(length=128),
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
             nullable=True,
             comment="Customer id (customers.id); NULL for a guest checkout.",
         ),
@@ -477,7 +567,9 @@ def upgrade() -> None:
         ),
         sa.Column(
             "last_event_id",
-            sa.String(length=128),
+            sa.String(length=128)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"),
             nullable=True,
             comment="Id of the event whose version of the order this row holds.",
         ),
@@ -505,7 +597,9 @@ def upgrade() -> None:
         "sync_state",
         sa.Column(
             "store",
-            sa.String(length=64),
+            sa.String(length=64)
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mariadb")
+            .with_variant(mysql.VARCHAR(collation="utf8mb4_bin", length=64), "mysql"),
             nullable=False,
             comment="Name of the configured store this row belongs to.",
         ),

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, Numeric, Table, event, text
+from sqlalchemy import JSON, DateTime, Numeric, String, Table, event, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -181,6 +181,15 @@ class Money(TypeDecorator[Decimal]):
         return amount.quantize(_MONEY_QUANTUM)
 
 
+def ident_type(length: int) -> TypeEngine[str]:
+    """Text that is compared exactly: ids and store names. MariaDB's default
+    collation folds case, so ``evt_AbC`` and ``evt_abc`` would share a key;
+    a binary collation keeps them apart."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
 def json_type() -> TypeEngine[Any]:
     """JSON, stored as JSONB on PostgreSQL."""
     return JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -247,9 +256,12 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _mysql_lock_name(name: str) -> str:
-    # GET_LOCK names are limited to 64 characters.
-    return "syncd:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+def _mysql_lock_name(conn: Connection, name: str) -> str:
+    # GET_LOCK names are server-wide (PostgreSQL's advisory locks are per
+    # database): the database's name keeps two deployments on one server apart.
+    # Limited to 64 characters.
+    scoped = f"{conn.engine.url.database}\0{name}"
+    return "syncd:" + hashlib.sha256(scoped.encode()).hexdigest()[:40]
 
 
 @contextmanager
@@ -266,7 +278,7 @@ def transaction_lock(conn: Connection, name: str, timeout: float = 60.0) -> Iter
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(name)})
         yield
     elif dialect in ("mysql", "mariadb"):
-        lock = _mysql_lock_name(name)
+        lock = _mysql_lock_name(conn, name)
         got = conn.execute(text("SELECT GET_LOCK(:n, :t)"), {"n": lock, "t": timeout}).scalar()
         if got != 1:
             raise TimeoutError(f"lock {name!r} not granted within {timeout} s")
@@ -298,7 +310,7 @@ def session_lock(conn: Connection, name: str) -> Iterator[bool]:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
     elif dialect in ("mysql", "mariadb"):
-        lock = _mysql_lock_name(name)
+        lock = _mysql_lock_name(conn, name)
         got = conn.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": lock}).scalar() == 1
         conn.commit()
         try:

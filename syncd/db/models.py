@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from syncd.db.dialect import Money, UTCDateTime, json_type
+from syncd.db.dialect import Money, UTCDateTime, ident_type, json_type
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -44,7 +44,9 @@ class Base(DeclarativeBase):
 
 def _store() -> Mapped[str]:
     return mapped_column(
-        String(STORE), primary_key=True, comment="Name of the configured store this row belongs to."
+        ident_type(STORE),
+        primary_key=True,
+        comment="Name of the configured store this row belongs to.",
     )
 
 
@@ -61,7 +63,7 @@ class Event(Base):
     )
 
     store: Mapped[str] = _store()
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True, comment="Shoperti event id.")
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Shoperti event id.")
     type: Mapped[str] = mapped_column(
         String(64), comment="Event type, e.g. order.paid or customer.updated."
     )
@@ -69,7 +71,7 @@ class Event(Base):
         String(32), comment="Kind of object the event is about: order, customer, or other."
     )
     resource_id: Mapped[str | None] = mapped_column(
-        String(ID), comment="Id of the order or customer the event is about (NULL if unknown)."
+        ident_type(ID), comment="Id of the order or customer the event is about (NULL if unknown)."
     )
     created_at: Mapped[datetime | None] = mapped_column(
         comment="When Shoperti created the event (UTC)."
@@ -115,7 +117,7 @@ class Order(Base):
     )
 
     store: Mapped[str] = _store()
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True, comment="Shoperti order id.")
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Shoperti order id.")
     number: Mapped[int | None] = mapped_column(
         BigInteger, comment="Order number shown to the merchant and the buyer."
     )
@@ -135,7 +137,7 @@ class Order(Base):
     total_shipping: Mapped[Decimal | None] = mapped_column(comment="Shipping charged.")
     total: Mapped[Decimal | None] = mapped_column(comment="Amount the buyer pays.")
     customer_id: Mapped[str | None] = mapped_column(
-        String(ID), comment="Customer id (customers.id); NULL for a guest checkout."
+        ident_type(ID), comment="Customer id (customers.id); NULL for a guest checkout."
     )
     email: Mapped[str | None] = mapped_column(String(320), comment="Buyer's e-mail address.")
     note: Mapped[str | None] = mapped_column(Text, comment="Note on the order.")
@@ -153,7 +155,7 @@ class Order(Base):
         comment="The order JSON as received, with every field, including ones not in columns."
     )
     last_event_id: Mapped[str | None] = mapped_column(
-        String(ID), comment="Id of the event whose version of the order this row holds."
+        ident_type(ID), comment="Id of the event whose version of the order this row holds."
     )
     last_event_at: Mapped[datetime | None] = mapped_column(
         comment="created_at of that event (UTC); orders versions by updated_at, then this."
@@ -170,12 +172,12 @@ class OrderLineItem(Base):
 
     store: Mapped[str] = _store()
     order_id: Mapped[str] = mapped_column(
-        String(ID), primary_key=True, comment="Order id (orders.id)."
+        ident_type(ID), primary_key=True, comment="Order id (orders.id)."
     )
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True, comment="Line item id.")
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Line item id.")
     position: Mapped[int] = mapped_column(Integer, comment="Place in the order, from 1.")
-    product_id: Mapped[str | None] = mapped_column(String(ID), comment="Product id.")
-    variant_id: Mapped[str | None] = mapped_column(String(ID), comment="Product variant id.")
+    product_id: Mapped[str | None] = mapped_column(ident_type(ID), comment="Product id.")
+    variant_id: Mapped[str | None] = mapped_column(ident_type(ID), comment="Product variant id.")
     sku: Mapped[str | None] = mapped_column(String(NAME), comment="Stock keeping unit.")
     title: Mapped[str | None] = mapped_column(Text, comment="Product title.")
     variant_title: Mapped[str | None] = mapped_column(Text, comment="Variant title, e.g. size.")
@@ -206,7 +208,7 @@ class OrderAddress(_Address, Base):
 
     store: Mapped[str] = _store()
     order_id: Mapped[str] = mapped_column(
-        String(ID), primary_key=True, comment="Order id (orders.id)."
+        ident_type(ID), primary_key=True, comment="Order id (orders.id)."
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True, comment="shipping or billing.")
 
@@ -220,7 +222,9 @@ class Customer(Base):
     )
 
     store: Mapped[str] = _store()
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True, comment="Shoperti customer id.")
+    id: Mapped[str] = mapped_column(
+        ident_type(ID), primary_key=True, comment="Shoperti customer id."
+    )
     email: Mapped[str | None] = mapped_column(String(320), comment="E-mail address.")
     first_name: Mapped[str | None] = mapped_column(String(NAME), comment="First name.")
     last_name: Mapped[str | None] = mapped_column(String(NAME), comment="Last name.")
@@ -246,7 +250,7 @@ class Customer(Base):
     )
     raw: Mapped[dict[str, Any]] = mapped_column(comment="The customer JSON as received.")
     last_event_id: Mapped[str | None] = mapped_column(
-        String(ID), comment="Id of the event whose version of the customer this row holds."
+        ident_type(ID), comment="Id of the event whose version of the customer this row holds."
     )
     last_event_at: Mapped[datetime | None] = mapped_column(
         comment="created_at of that event (UTC); versions order by updated_at, then this."
@@ -260,9 +264,9 @@ class CustomerAddress(_Address, Base):
 
     store: Mapped[str] = _store()
     customer_id: Mapped[str] = mapped_column(
-        String(ID), primary_key=True, comment="Customer id (customers.id)."
+        ident_type(ID), primary_key=True, comment="Customer id (customers.id)."
     )
-    id: Mapped[str] = mapped_column(String(ID), primary_key=True, comment="Address id.")
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Address id.")
     position: Mapped[int] = mapped_column(Integer, comment="Place in the customer's list, from 1.")
     is_default: Mapped[bool] = mapped_column(
         Boolean, comment="True for the customer's default address."
@@ -281,9 +285,9 @@ class OrderStatusHistory(Base):
 
     store: Mapped[str] = _store()
     event_id: Mapped[str] = mapped_column(
-        String(ID), primary_key=True, comment="Event id (events.id)."
+        ident_type(ID), primary_key=True, comment="Event id (events.id)."
     )
-    order_id: Mapped[str] = mapped_column(String(ID), comment="Order id (orders.id).")
+    order_id: Mapped[str] = mapped_column(ident_type(ID), comment="Order id (orders.id).")
     event_type: Mapped[str] = mapped_column(String(64), comment="Event type, e.g. order.paid.")
     changed_at: Mapped[datetime | None] = mapped_column(
         comment="When the change happened (UTC): the order's updated_at, else the event's time."

@@ -146,8 +146,27 @@ def tags(value: Any, field: str) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return ", ".join(str(tag).strip() for tag in value if tag is not None and str(tag).strip())
+        joined = ", ".join(
+            str(tag).strip() for tag in value if tag is not None and str(tag).strip()
+        )
+        return joined or None
     raise WireError(f"{field}: expected a list of tags")
+
+
+def scrub_nul(value: Any) -> Any:
+    """The payload with every NUL character (U+0000) replaced by U+FFFD.
+
+    PostgreSQL's text and JSONB cannot hold U+0000; refusing such an event
+    would have the platform retry it for two days and then drop it, so it is
+    kept with the character replaced, the same way on every database.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, Mapping):
+        return {scrub_nul(key): scrub_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [scrub_nul(item) for item in value]
+    return value
 
 
 def _object(value: Any, field: str) -> Mapping[str, Any] | None:
