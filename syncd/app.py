@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from syncd.config import Settings
+from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
 from syncd.inbox import GroupCommitter
 from syncd.ops.metrics import Metrics
@@ -60,7 +61,7 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         try:
-            with self.engine.connect() as conn:
+            with dialect.reading(self.engine) as conn:
                 conn.execute(text("SELECT 1"))
             current = current_revision(self.engine)
         except Exception as exc:

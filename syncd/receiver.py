@@ -67,7 +67,10 @@ class WebhookEndpoint:
         label = store_name if store is not None else "unknown"
         response = await self._handle(request, store_name)
         self.metrics.webhooks.labels(label, str(response.status_code)).inc()
-        log.info(
+        # A store at full tilt sends thousands a minute: successes are DEBUG,
+        # refusals WARNING (they mean a misconfigured sender or an outage).
+        log.log(
+            logging.DEBUG if response.status_code < 300 else logging.WARNING,
             "webhook.answered",
             extra={
                 "store": label,

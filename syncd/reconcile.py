@@ -56,7 +56,7 @@ STREAMS: dict[str, str] = {
 
 
 def read_state(engine: Engine, store: str, name: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
+    with dialect.reading(engine) as conn:
         value = conn.scalar(
             select(sync_state.c.value).where(sync_state.c.store == store, sync_state.c.name == name)
         )

@@ -203,7 +203,7 @@ class Verdict:
 
 def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[str, Any], int]]:
     now = utcnow()
-    with engine.connect() as conn:
+    with dialect.reading(engine) as conn:
         rows = conn.execute(
             select(events.c.id, events.c.payload, events.c.attempts)
             .where(
@@ -300,7 +300,7 @@ def record_verdicts(
 
 
 def backlog(engine: Engine) -> dict[tuple[str, str], int]:
-    with engine.connect() as conn:
+    with dialect.reading(engine) as conn:
         rows = conn.execute(
             select(events.c.store, events.c.status, func.count())
             .where(events.c.status.in_(("pending", "failed", "rejected")))

@@ -104,7 +104,20 @@ def configure_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")  # WAL readers need no lock
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "syncd_read_only"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only: on SQLite it does not queue for the write
+    lock (health checks, metrics and status stay quick while the worker
+    writes). Elsewhere an ordinary connection."""
+    return engine.connect().execution_options(**{READ_ONLY_OPTION: True})
 
 
 # --- column types -----------------------------------------------------------

@@ -48,7 +48,7 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with dialect.reading(engine) as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
