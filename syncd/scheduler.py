@@ -63,6 +63,9 @@ def start_scheduler(daemon: Daemon) -> RunningScheduler | None:
                 )
                 if report.found:
                     daemon.worker.wake()
+            except asyncio.CancelledError:
+                # Shutdown: the run stops at a page boundary, its cursor unmoved.
+                log.info("reconcile.cancelled", extra={"store": store_name})
             finally:
                 if task is not None:
                     running.discard(task)

@@ -14,6 +14,8 @@ from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.models import Event, OrderLineItem
 from syncd.demo import compare_with_truth
+from syncd.inbox import utcnow
+from syncd.reconcile import EVENTS_CURSOR, write_state
 from syncd.simulator import Faults, SimulatedStore
 from tests.conftest import TestDatabase
 from tests.support import serving, wait_for
@@ -80,3 +82,54 @@ def test_demo_runs_as_a_new_user_would(tmp_path: Path) -> None:
     assert "OK: the database equals the store's truth" in result.stdout
     assert "recovered by reconcile" in result.stdout
     assert (tmp_path / "d" / "syncd.db").is_file()
+
+
+def test_the_scheduled_reconcile_recovers_lost_webhooks_by_itself(db: TestDatabase) -> None:
+    port = free_port()
+    store = SimulatedStore(
+        seed=8,
+        api_key="sk_sched",
+        faults=Faults(drop_rate=0.3),
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/shoperti?token={TOKEN}",
+    )
+    api_url = store.start_in_thread()
+    try:
+        settings = load_settings(
+            {
+                "SYNCD_DATABASE_URL": db.url,
+                "SYNCD_WEBHOOK_SECRET": TOKEN,
+                "SYNCD_API_URL": api_url,
+                "SYNCD_API_KEY": "sk_sched",
+                "SYNCD_RECONCILE_INTERVAL": "1",
+            }
+        )
+        # As if a reconcile had run before: the scheduled runs list events
+        # (a first run without a cursor would sync orders and customers instead).
+        write_state(db.engine, "default", EVENTS_CURSOR, {"at": utcnow().isoformat()})
+        app = create_app(settings, db.engine)  # with the scheduler
+        with serving(app, port=port):
+            store.run(store.sell(orders=40), timeout=60)
+            store.run(store.wait_deliveries(timeout=60), timeout=70)
+            assert store.lost_event_ids
+            truth = store.truth()
+
+            def recovered() -> bool:
+                return not compare_with_truth(db.engine, "default", truth.orders, truth.customers)
+
+            wait_for(
+                recovered,
+                timeout=60,
+                interval=0.25,
+                message="the scheduled reconcile to recover the lost webhooks",
+            )
+            runs = app.state.daemon.metrics.reconcile_runs.labels("default", "ok")._value.get()
+            assert runs >= 1
+    finally:
+        store.stop_thread()
+    with db.engine.connect() as conn:
+        reconciled = set(conn.scalars(select(Event.id).where(Event.source == "reconcile")))
+        stored = conn.scalar(select(func.count()).select_from(Event))
+    # Runs during the burst may also pick up events whose webhook was still on
+    # its way; every lost one must be among them, and each event stored once.
+    assert set(store.lost_event_ids) <= reconciled
+    assert stored == len(store.events)
