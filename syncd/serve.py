@@ -1,67 +1,141 @@
 """``syncd serve``: uvicorn started from code, with the daemon's lifespan.
 
-On SIGTERM uvicorn stops accepting, finishes in-flight requests (for at most
-``SYNCD_SHUTDOWN_GRACE`` seconds), then the lifespan stops the scheduler,
-flushes the inbox writer and lets the worker finish its batch.
+Start: the schema must be at head (else one line naming `syncd db upgrade`),
+then the socket is bound and the lifespan starts the inbox writer, the
+worker and the scheduler; only then is ``READY=1`` sent to systemd.
+
+Stop, on SIGTERM (or SIGINT): ``STOPPING=1`` at once; uvicorn stops
+accepting, finishes in-flight requests for at most ``SYNCD_SHUTDOWN_GRACE``
+seconds (cancelled past it: a cancelled request was never answered 2xx);
+then the lifespan stops the scheduler, flushes the inbox writer and lets the
+worker finish its batch. The process exits 0. Unlike plain uvicorn it does
+not re-raise the signal after a clean stop: systemd and the operator should
+see a clean exit status, not "killed by SIGTERM".
+
+This module must never answer a request itself nor touch the database
+beyond the schema check: routes and work belong to :mod:`syncd.app`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import signal
 import socket
+import threading
+import time
+from collections.abc import Generator
+from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from syncd.app import create_app
 from syncd.config import Settings
 from syncd.db.engine import check_schema_at_head, make_engine
-from syncd.ops import systemd
+from syncd.ops import logs, systemd
+from syncd.ops.request_id import RequestIdMiddleware
 
 log = logging.getLogger("syncd.serve")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _Server(uvicorn.Server):
-    """Tells systemd we are ready once the socket is bound and the lifespan ran."""
+    """uvicorn with systemd notices and an exit status of 0 after a signal."""
 
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
+        self.stop_requested_at: float | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
-            systemd.notify("READY=1\nSTATUS=receiving webhooks")
+        if not self.started:
+            return
+        where = self.listening()
+        systemd.notify(f"READY=1\nSTATUS=receiving webhooks on {where}")
+        log.info(
+            "serve.ready",
+            extra={
+                "host": self.settings.host,
+                "port": int(where.rsplit(":", 1)[1]) if ":" in where else self.settings.port,
+                "stores": sorted(self.settings.stores),
+            },
+        )
+
+    def listening(self) -> str:
+        """``host:port`` actually bound (the port may have been 0)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                return f"{host}:{port}"
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.monotonic()
+            systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work")
             log.info(
-                "serve.ready",
-                extra={
-                    "host": self.settings.host,
-                    "port": self.settings.port,
-                    "stores": sorted(self.settings.stores),
-                },
+                "serve.stopping",
+                extra={"signal": signal.Signals(sig).name, "seconds": self.settings.shutdown_grace},
             )
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn's own version re-raises the signal after the graceful stop,
+        # which kills the process with it; a finished shutdown is a success.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def wrap(app: ASGIApp) -> ASGIApp:
+    """The app as ``syncd serve`` runs it: with a request id on every request."""
+    return RequestIdMiddleware(app)
+
+
+def build_server(settings: Settings, app: ASGIApp) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,  # it would print query strings: the webhook token
+        timeout_graceful_shutdown=max(math.ceil(settings.shutdown_grace), 1),
+        server_header=False,
+    )
+    return _Server(config, settings)
 
 
 async def serve(settings: Settings) -> None:
+    logs.hide(
+        secret.reveal()
+        for store in settings.stores.values()
+        for secret in (store.api_key, store.webhook_secret)
+        if secret is not None
+    )
     engine = make_engine(settings.database_url)
     try:
         check_schema_at_head(engine)
-        app = create_app(settings, engine)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=max(int(settings.shutdown_grace), 1),
-            server_header=False,
-        )
-        server = _Server(config, settings)
+        app = wrap(create_app(settings, engine))
+        server = build_server(settings, app)
         try:
             await server.serve()
         finally:
-            systemd.notify("STOPPING=1")
+            if server.stop_requested_at is None:  # stopped without a signal
+                systemd.notify("STOPPING=1")
     finally:
         engine.dispose()
     if not server.started:
         raise SystemExit(1)
+    took = time.monotonic() - (server.stop_requested_at or time.monotonic())
+    log.info("serve.stopped", extra={"seconds": round(took, 3)})

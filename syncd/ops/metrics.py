@@ -1,8 +1,15 @@
 """Prometheus metrics (prometheus-client), one registry per running app.
 
+What moves: webhooks by store and answer code, events processed by store,
+type and outcome, the apply lag (event ``created_at`` → applied), reconcile
+runs and the events they found that webhooks had missed, API calls by
+status; and, read from the database at scrape time, the backlog (pending,
+failed, rejected) and whether the database answered.
+
 Labels are store names, event types, statuses and HTTP codes: never ids,
 e-mail addresses, tokens or anything else taken from a payload but the type
-(and a type is cut to a known shape before it becomes a label).
+(and a type is cut to a known shape before it becomes a label). A scrape
+must never fail or hang on the database being down.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _TYPE_LABEL = re.compile(r"^[a-z0-9_]{1,32}\.[a-z0-9_]{1,32}$")
@@ -22,24 +29,54 @@ def type_label(event_type: str) -> str:
     return event_type if _TYPE_LABEL.match(event_type) else "other"
 
 
-class _BacklogCollector(Collector):
-    """Pending and failed counts, read from the database at scrape time."""
+BACKLOG_STATUSES = ("pending", "failed", "rejected")
 
-    def __init__(self, read: Callable[[], dict[tuple[str, str], int]]) -> None:
+
+class _BacklogCollector(Collector):
+    """Pending, failed and rejected counts, read from the database at scrape time.
+
+    Every store seen once keeps a sample for each status (0 when empty), so a
+    backlog that drains shows as 0 instead of vanishing from graphs.
+    """
+
+    def __init__(
+        self, read: Callable[[], dict[tuple[str, str], int]], stores: Iterable[str] = ()
+    ) -> None:
         self.read = read
+        self.stores = set(stores)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "syncd_events_backlog",
-            "Events by store and status (pending, failed, rejected)",
+            "Events by store and status (pending, failed, rejected), read at scrape time",
             labels=["store", "status"],
+        )
+        up = GaugeMetricFamily(
+            "syncd_database_up", "1 when the database answered the last scrape's backlog query"
         )
         try:
             counts = self.read()
+            up.add_metric([], 1)
         except Exception:  # a scrape must not fail because the database is down
             counts = {}
-        for (store, status), count in sorted(counts.items()):
-            family.add_metric([store, status], count)
+            up.add_metric([], 0)
+        self.stores.update(store for store, _ in counts)
+        for store in sorted(self.stores):
+            for status in BACKLOG_STATUSES:
+                family.add_metric([store, status], counts.get((store, status), 0))
+        yield family
+        yield up
+
+
+class _CommitsCollector(Collector):
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "syncd_inbox_commits", "Inbox transactions committed for webhooks (group commits)"
+        )
+        family.add_metric([], self.read())
         yield family
 
 
@@ -84,13 +121,18 @@ class Metrics:
             ["store", "endpoint", "status"],
             registry=r,
         )
-        self.commits = Counter(
-            "syncd_inbox_commits", "Inbox transactions committed for webhooks", registry=r
-        )
         self.up = Gauge("syncd_worker_running", "1 while the apply worker runs", registry=r)
 
-    def watch_backlog(self, read: Callable[[], dict[tuple[str, str], int]]) -> None:
-        self.registry.register(_BacklogCollector(read))
+    def watch_backlog(
+        self, read: Callable[[], dict[tuple[str, str], int]], stores: Iterable[str] = ()
+    ) -> None:
+        """Report ``read()`` (``{(store, status): count}``) at each scrape;
+        ``stores`` get a 0 sample even before their first event."""
+        self.registry.register(_BacklogCollector(read, stores))
+
+    def watch_commits(self, read: Callable[[], int]) -> None:
+        """Report ``read()``, the inbox writer's count of committed transactions."""
+        self.registry.register(_CommitsCollector(read))
 
     def api_hook(self, store: str) -> Callable[[str, int | str], None]:
         def hook(endpoint: str, status: int | str) -> None:

@@ -1,9 +1,13 @@
 """``syncd status``: what an operator (or a monitoring check) needs to know.
 
-Per store: last event received and applied, pending / failed / rejected
-counts, reconcile cursor and last run, apply lag. Exits 1 when something
-needs an operator: failed events, or reconcile failing for longer than two
-intervals. Shows no payloads, secrets or customer data.
+Per store: last event received and applied, pending / applied / ignored /
+rejected / failed counts, the reconcile cursor, its last run (when, how,
+what it found, its error) and the apply lag (age of the oldest pending
+event). Exits 1 when something needs an operator: failed events, or
+reconcile failing for longer than two intervals; 0 otherwise.
+
+It only reads. It must never show a payload, a secret, an event's
+``last_error`` (it may quote customer data) or any other customer data.
 """
 
 from __future__ import annotations
@@ -13,26 +17,43 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.config import Settings
-from syncd.db.engine import make_engine
+from syncd.db.engine import check_schema_at_head, make_engine
 from syncd.db.models import Event
+from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import utcnow
+from syncd.ops.logs import scrub
 from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, read_state
 from syncd.shoperti import wire
 
+STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
+LAST_RUN_FACTS = (
+    "mode",
+    "started_at",
+    "finished_at",
+    "events_seen",
+    "found",
+    "error",
+    "last_success_at",
+    "failing_since",
+)
 
-def collect(engine: Engine, settings: Settings) -> list[dict[str, Any]]:
-    now = utcnow()
+
+def collect(
+    engine: Engine, settings: Settings, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The facts of every configured store, as plain JSON-able values."""
+    now = now or utcnow()
     stores: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for store in settings.stores.values():
             here = Event.store == store.name
-            counts = dict(
-                conn.execute(select(Event.status, func.count()).where(here).group_by(Event.status))
-                .tuples()
-                .all()
-            )
+            rows = conn.execute(
+                select(Event.status, func.count()).where(here).group_by(Event.status)
+            ).all()
+            counts = {row[0]: int(row[1]) for row in rows}
             last_received = conn.scalar(select(func.max(Event.received_at)).where(here))
             last_applied = conn.scalar(
                 select(func.max(Event.processed_at)).where(here, Event.status == "applied")
@@ -47,11 +68,8 @@ def collect(engine: Engine, settings: Settings) -> list[dict[str, Any]]:
                     "api": store.has_api,
                     "last_received_at": _iso(last_received),
                     "last_applied_at": _iso(last_applied),
-                    "counts": {
-                        s: int(counts.get(s, 0))
-                        for s in ("pending", "applied", "ignored", "rejected", "failed")
-                    },
-                    "apply_lag_seconds": round((now - oldest_pending).total_seconds(), 3)
+                    "counts": {status: int(counts.get(status, 0)) for status in STATUSES},
+                    "apply_lag_seconds": round(max((now - oldest_pending).total_seconds(), 0), 3)
                     if oldest_pending is not None
                     else 0.0,
                 }
@@ -62,68 +80,100 @@ def collect(engine: Engine, settings: Settings) -> list[dict[str, Any]]:
         last_run = read_state(engine, entry["store"], LAST_RUN)
         entry["reconcile_cursor"] = (cursor or {}).get("at")
         entry["reconcile_last_run"] = (
-            {
-                key: last_run.get(key)
-                for key in (
-                    "mode",
-                    "started_at",
-                    "finished_at",
-                    "events_seen",
-                    "found",
-                    "error",
-                    "last_success_at",
-                )
-            }
-            if last_run
-            else None
+            {key: last_run.get(key) for key in LAST_RUN_FACTS} if last_run else None
         )
-        entry["problems"] = _problems(entry, settings, now)
+        if last_run and last_run.get("error"):
+            entry["reconcile_last_run"]["error"] = scrub(str(last_run["error"]))[:300]
+        entry["problems"] = problems(entry, settings, now)
     return stores
 
 
-def _problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
-    problems = []
-    if entry["counts"]["failed"]:
-        problems.append(f"{entry['counts']['failed']} failed events need an operator")
+def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
+    """What needs an operator; an empty list means all is well."""
+    found = []
+    failed = entry["counts"]["failed"]
+    if failed:
+        found.append(
+            f"{failed} failed event(s): see `events.last_error`, fix, then set them "
+            "back to pending or run `syncd replay`"
+        )
     run = entry["reconcile_last_run"]
     interval = settings.reconcile_interval
     if entry["api"] and interval > 0 and run and run.get("error"):
-        since = wire.timestamp(run.get("last_success_at") or run.get("started_at"), "status")
+        # Failing since the last success; without one, since the first failure
+        # we know of (the oldest of the recorded times).
+        since = _time(run.get("last_success_at")) or _oldest(
+            _time(run.get("failing_since")), _time(run.get("started_at"))
+        )
         if since is not None and now - since > timedelta(seconds=2 * interval):
-            problems.append("reconcile has been failing for more than two intervals")
-    return problems
+            found.append(
+                f"reconcile has been failing since {since.isoformat()} "
+                f"(more than two intervals of {interval:g} s)"
+            )
+    return found
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return wire.timestamp(value, "sync_state")
+    except WireError:
+        return None
+
+
+def _oldest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def print_status(settings: Settings, *, as_json: bool) -> int:
+def read(settings: Settings) -> list[dict[str, Any]]:
+    """:func:`collect` on the configured database, with one-line errors."""
     engine = make_engine(settings.database_url)
     try:
-        stores = collect(engine, settings)
+        check_schema_at_head(engine)
+        return collect(engine, settings)
+    except SQLAlchemyError as exc:
+        # The driver's text may hold the URL or parameters: name the kind only.
+        raise DatabaseUnavailable(
+            f"cannot read the database ({type(exc).__name__}): check SYNCD_DATABASE_URL "
+            "and that the server is up"
+        ) from None
     finally:
         engine.dispose()
+
+
+def render_text(stores: list[dict[str, Any]]) -> str:
+    lines = []
+    for entry in stores:
+        counts = entry["counts"]
+        run = entry["reconcile_last_run"] or {}
+        lines += [
+            f"store {entry['store']} (verify={entry['verify']}, "
+            f"api={'yes' if entry['api'] else 'no'})",
+            f"  last received  {entry['last_received_at'] or '-'}",
+            f"  last applied   {entry['last_applied_at'] or '-'}",
+            "  events         " + ", ".join(f"{status} {counts[status]}" for status in STATUSES),
+            f"  apply lag      {entry['apply_lag_seconds']} s (oldest pending event)",
+            f"  reconcile      cursor {entry['reconcile_cursor'] or '-'}",
+            f"  last run       {run.get('finished_at') or '-'} ({run.get('mode') or '-'}, "
+            f"found {run.get('found') or 0}, error {run.get('error') or 'none'}; "
+            f"last success {run.get('last_success_at') or '-'})",
+        ]
+        lines += [f"  PROBLEM        {problem}" for problem in entry["problems"]]
+    return "\n".join(lines) + "\n"
+
+
+def print_status(settings: Settings, *, as_json: bool) -> int:
+    """Print the status; returns the exit status (1 when an operator is needed)."""
+    stores = read(settings)
+    healthy = not any(entry["problems"] for entry in stores)
     if as_json:
-        print(json.dumps({"stores": stores}, indent=2))
+        print(json.dumps({"ok": healthy, "stores": stores}, indent=2))
     else:
-        for entry in stores:
-            counts = entry["counts"]
-            run = entry["reconcile_last_run"] or {}
-            print(f"store {entry['store']} (verify={entry['verify']})")
-            print(f"  last received  {entry['last_received_at'] or '-'}")
-            print(f"  last applied   {entry['last_applied_at'] or '-'}")
-            print(
-                f"  events         pending {counts['pending']}, applied {counts['applied']}, "
-                f"ignored {counts['ignored']}, rejected {counts['rejected']}, "
-                f"failed {counts['failed']}"
-            )
-            print(f"  apply lag      {entry['apply_lag_seconds']} s")
-            print(
-                f"  reconcile      cursor {entry['reconcile_cursor'] or '-'}; last run "
-                f"{run.get('finished_at') or '-'} ({run.get('mode') or '-'}, "
-                f"found {run.get('found', 0)}, error {run.get('error') or 'none'})"
-            )
-            for problem in entry["problems"]:
-                print(f"  PROBLEM        {problem}")
-    return 1 if any(entry["problems"] for entry in stores) else 0
+        print(render_text(stores), end="")
+    return 0 if healthy else 1

@@ -1,0 +1,51 @@
+"""A request id per HTTP request: on every log line written while the request
+is handled, and in the ``X-Request-ID`` answer header.
+
+The id comes from the incoming ``X-Request-ID`` header when it is a short
+plain token (a proxy's id, e.g. nginx's ``$request_id``, so that both logs
+line up); otherwise one is made up. Nothing else from the request is ever
+copied, so a hostile header cannot forge or break a log line.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "x-request-id"
+current: ContextVar[str | None] = ContextVar("syncd_request_id", default=None)
+_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+
+
+def accept_or_make(incoming: str | None) -> str:
+    if incoming is not None and _TOKEN.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware (no response buffering, lifespan passes through)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = accept_or_make(Headers(scope=scope).get(HEADER))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)[HEADER] = request_id
+            await send(message)
+
+        token = current.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current.reset(token)
