@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.config import Settings
+from syncd.db import dialect
 from syncd.db.engine import check_schema_at_head, make_engine
 from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable, WireError
@@ -47,7 +48,8 @@ def collect(
     """The facts of every configured store, as plain JSON-able values."""
     now = now or utcnow()
     stores: list[dict[str, Any]] = []
-    with engine.connect() as conn:
+    # A reading connection: on SQLite it does not queue behind the worker's writes.
+    with dialect.reading(engine) as conn:
         for store in settings.stores.values():
             here = Event.store == store.name
             rows = conn.execute(
