@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -25,6 +26,7 @@ from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
 from syncd.inbox import GroupCommitter
 from syncd.ops.metrics import Metrics
+from syncd.ops.request_id import RequestIdMiddleware
 from syncd.receiver import WebhookEndpoint, error
 from syncd.shoperti.client import ShopertiClient
 from syncd.worker import Worker, backlog
@@ -57,7 +59,8 @@ class Daemon:
                 )
         self.worker = Worker(self.engine, self.settings, clients=self.clients, metrics=self.metrics)
         self.head = head_revision()
-        self.metrics.watch_backlog(lambda: backlog(self.engine))
+        self.metrics.watch_backlog(lambda: backlog(self.engine), stores=self.settings.stores)
+        self.metrics.watch_commits(lambda: self.committer.commits)
 
     def ready(self) -> tuple[bool, str]:
         try:
@@ -139,6 +142,7 @@ def create_app(
             Route("/metrics", metrics_route, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
     app.state.daemon = daemon

@@ -97,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(directory=args.dir, orders=args.orders, seed=args.seed)
         settings = load_settings()
+        logs.hide(settings.secrets())
+        logging.getLogger().setLevel(settings.log_level)
         handler = HANDLERS[(args.command, getattr(args, "db_command", None))]
         return handler(settings, args)
     except SyncdError as exc:

@@ -78,6 +78,16 @@ class Settings:
     max_attempts: int = 8
     verify_concurrency: int = 16
     shutdown_grace: float = 20.0
+    log_level: str = "INFO"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log scrubber."""
+        return [
+            secret.reveal()
+            for store in self.stores.values()
+            for secret in (store.api_key, store.webhook_secret)
+            if secret is not None
+        ]
 
     def store(self, name: str | None = None) -> StoreConfig:
         key = name or self.default_store
@@ -131,7 +141,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_attempts=env.integer("SYNCD_MAX_ATTEMPTS", 8, low=1, high=1000),
         verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
         shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
+        log_level=_log_level(env.text("SYNCD_LOG_LEVEL")),
     )
+
+
+def _log_level(value: str | None) -> str:
+    if value is None:
+        return "INFO"
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            "SYNCD_LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}"
+        )
+    return level
 
 
 def _verify_mode(variable: str, value: str | None, *, has_key: bool) -> VerifyMode:

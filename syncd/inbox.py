@@ -30,6 +30,7 @@ from syncd.errors import DatabaseUnavailable
 from syncd.shoperti import wire
 
 log = logging.getLogger("syncd.inbox")
+DEADLOCK_RETRIES = 5
 events_table: Table = EventRow.__table__  # type: ignore[assignment]
 
 
@@ -179,15 +180,21 @@ class GroupCommitter:
     def _commit(self, rows: list[dict[str, Any]]) -> list[BaseException | None]:
         # Duplicates inside one batch: keep the first; the insert skips known ids.
         unique = list({(row["store"], row["id"]): row for row in reversed(rows)}.values())
-        try:
-            with self.engine.begin() as conn:
-                put(conn, unique)
-            self.commits += 1
-            return [None] * len(rows)
-        except Exception as exc:
-            if len(rows) == 1 or dialect.is_disconnect_or_unavailable(exc):
-                log.warning("inbox.commit_failed", extra={"error": _reason(exc), "rows": len(rows)})
-                return [exc] * len(rows)
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                with self.engine.begin() as conn:
+                    put(conn, unique)
+                self.commits += 1
+                return [None] * len(rows)
+            except Exception as exc:
+                if dialect.is_deadlock(exc) and attempt < DEADLOCK_RETRIES:
+                    continue  # chosen as a deadlock victim: the same insert again
+                if len(rows) == 1 or dialect.is_disconnect_or_unavailable(exc):
+                    log.warning(
+                        "inbox.commit_failed", extra={"error": _reason(exc), "rows": len(rows)}
+                    )
+                    return [exc] * len(rows)
+                break
         # Something in the batch is bad: commit one by one so only it fails.
         return [self._commit([row])[0] for row in rows]
 

@@ -72,11 +72,7 @@ class WebhookEndpoint:
         log.log(
             logging.DEBUG if response.status_code < 300 else logging.WARNING,
             "webhook.answered",
-            extra={
-                "store": label,
-                "status": response.status_code,
-                "request_id": request.headers.get("x-request-id"),
-            },
+            extra={"store": label, "status": response.status_code},
         )
         return response
 

@@ -291,9 +291,12 @@ async def reconcile_store(
             last = asdict(report)
             if report.error is None:
                 last["last_success_at"] = report.finished_at
+                last["failing_since"] = None
             else:
                 previous = await asyncio.to_thread(read_state, engine, store.name, LAST_RUN)
                 last["last_success_at"] = (previous or {}).get("last_success_at")
+                # When the failures began: kept while runs keep failing.
+                last["failing_since"] = (previous or {}).get("failing_since") or report.started_at
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(write_state, engine, store.name, LAST_RUN, last)
     if metrics is not None:

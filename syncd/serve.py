@@ -34,8 +34,7 @@ from starlette.types import ASGIApp
 from syncd.app import create_app
 from syncd.config import Settings
 from syncd.db.engine import check_schema_at_head, make_engine
-from syncd.ops import logs, systemd
-from syncd.ops.request_id import RequestIdMiddleware
+from syncd.ops import systemd
 
 log = logging.getLogger("syncd.serve")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -97,11 +96,6 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def wrap(app: ASGIApp) -> ASGIApp:
-    """The app as ``syncd serve`` runs it: with a request id on every request."""
-    return RequestIdMiddleware(app)
-
-
 def build_server(settings: Settings, app: ASGIApp) -> _Server:
     config = uvicorn.Config(
         app,
@@ -117,16 +111,10 @@ def build_server(settings: Settings, app: ASGIApp) -> _Server:
 
 
 async def serve(settings: Settings) -> None:
-    logs.hide(
-        secret.reveal()
-        for store in settings.stores.values()
-        for secret in (store.api_key, store.webhook_secret)
-        if secret is not None
-    )
     engine = make_engine(settings.database_url)
     try:
         check_schema_at_head(engine)
-        app = wrap(create_app(settings, engine))
+        app = create_app(settings, engine)
         server = build_server(settings, app)
         try:
             await server.serve()

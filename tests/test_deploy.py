@@ -39,7 +39,6 @@ from syncd.app import create_app
 from syncd.config import Settings, load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event, metadata
-from syncd.serve import wrap
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -422,7 +421,7 @@ def nginx_in_front(
     engine = make_engine(url)
     app = create_app(settings, engine, run_scheduler=False)
     try:
-        with serving(wrap(app)) as base:  # as `syncd serve` runs it
+        with serving(app) as base:
             upstream = int(base.rsplit(":", 1)[1])
             tls_port, http_port = free_port(), free_port()
             conf = nginx_config(tmp_path, tls_port=tls_port, http_port=http_port, upstream=upstream)

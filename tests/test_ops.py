@@ -38,7 +38,6 @@ from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable
 from syncd.ops import logs, request_id, status
 from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, write_state
-from syncd.serve import wrap
 from syncd.shoperti import wire
 
 EMAIL_A = "ana.lopez.ops@example.mx"
@@ -116,7 +115,7 @@ def settings_for(url: str, **env: str) -> Settings:
 
 def test_healthz_and_readyz_on_a_migrated_database(db: Any) -> None:
     app = create_app(settings_for(db.url), db.engine, run_scheduler=False)
-    with serving(wrap(app)) as base:
+    with serving(app) as base:
         health = httpx.get(f"{base}/healthz")
         ready = httpx.get(f"{base}/readyz")
     assert health.status_code == 200 and health.json() == {"status": "ok"}
@@ -132,7 +131,7 @@ def test_readyz_is_503_on_an_unmigrated_database(
     engine = make_engine(url)
     try:
         app = create_app(settings_for(url), engine, run_worker=False, run_scheduler=False)
-        with serving(wrap(app)) as base:
+        with serving(app) as base:
             health = httpx.get(f"{base}/healthz")
             ready = httpx.get(f"{base}/readyz")
     finally:
@@ -158,7 +157,7 @@ def test_readyz_and_webhooks_are_503_while_the_database_is_down(url: str) -> Non
         engine = make_engine(url)
         try:
             app = create_app(settings_for(url), engine, run_worker=False, run_scheduler=False)
-            with serving(wrap(app)) as base:
+            with serving(app) as base:
                 health = httpx.get(f"{base}/healthz", timeout=30)
                 ready = httpx.get(f"{base}/readyz", timeout=30)
                 webhook = httpx.post(
@@ -193,7 +192,7 @@ def test_metrics_parse_and_move_as_events_flow(db: Any, tmp_path: Path) -> None:
 
     # 1. Receive only (no worker): webhooks are counted, events wait as pending.
     app = create_app(settings, db.engine, run_worker=False, run_scheduler=False)
-    with serving(wrap(app)) as base, httpx.Client(base_url=base) as client:
+    with serving(app) as base, httpx.Client(base_url=base) as client:
         _, before = scrape(base)
         assert sample(before, "syncd_webhooks_total", store="shop-a", code="200") is None
         for n in range(3):
@@ -221,7 +220,7 @@ def test_metrics_parse_and_move_as_events_flow(db: Any, tmp_path: Path) -> None:
 
     # 2. A daemon with its worker drains the backlog: outcomes, lag, gauges move.
     app = create_app(settings, db.engine, run_scheduler=False)
-    with serving(wrap(app)) as base:
+    with serving(app) as base:
 
         def drained() -> Samples | None:
             _, now = scrape(base)
@@ -330,7 +329,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
             SYNCD_RECONCILE_INTERVAL="3600",
         )
         app = create_app(settings, db.engine)
-        with serving(wrap(app)) as base, httpx.Client(base_url=base) as client:
+        with serving(app) as base, httpx.Client(base_url=base) as client:
             answers = [
                 client.post(f"/webhooks/shoperti{query}", json=body, headers=headers)
                 for query, body, headers in posts

@@ -74,6 +74,9 @@ def engine_options(url: URL) -> dict[str, Any]:
             options["connect_args"] = {"connect_timeout": 5}
         else:
             options["connect_args"] = {"connect_timeout": 5, "read_timeout": 60}
+            # InnoDB's default REPEATABLE READ takes gap locks that make the
+            # inbox's inserts and the worker's claims deadlock under load.
+            options["isolation_level"] = "READ COMMITTED"
     return options
 
 
@@ -363,10 +366,24 @@ def _sqlite_file_lock(conn: Connection, name: str) -> Iterator[bool]:
         os.close(fd)
 
 
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether the database chose this transaction as a deadlock victim (or
+    it timed out waiting for a lock): the same work can simply be retried."""
+    original = getattr(exc, "orig", None)
+    if original is None:
+        return False
+    if getattr(original, "sqlstate", None) in ("40P01", "40001", "55P03"):  # PostgreSQL
+        return True
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
+    return bool(args) and args[0] in (1213, 1205)  # MariaDB: deadlock, lock wait timeout
+
+
 def is_disconnect_or_unavailable(exc: BaseException) -> bool:
     """Whether a DBAPI error means 'the database is not there right now'."""
     from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
 
+    if is_deadlock(exc):
+        return False
     if isinstance(exc, TimeoutError | OperationalError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
