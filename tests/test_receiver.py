@@ -217,39 +217,65 @@ def test_a_malformed_event_with_an_id_and_a_type_is_kept_and_fails_alone(db: Any
     assert (row["created_at"], row["resource_id"], row["payload"]) == (None, "ord_1", bad_time)
 
 
-def test_ids_differing_only_in_case_are_two_events(db: Any, request: pytest.FixtureRequest) -> None:
-    if db.kind == "mariadb":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: on MariaDB the id columns take the server's case-insensitive "
-                "collation (utf8mb4_general_ci; syncd/db/models.py and the initial migration "
-                "set none), so evt_AbC and evt_abc share one key and the second is answered "
-                "200 but never stored",
-            )
-        )
-    with daemon(db.url, db.engine, run_worker=False) as client:
-        for event_id in ("evt_AbC", "evt_abc"):
+def test_ids_differing_only_in_case_are_two_events(db: Any) -> None:
+    # Ids are compared exactly on every database (a binary collation on MariaDB).
+    with daemon(db.url, db.engine) as client:
+        for event_id in ("evt_AbC", "evt_abc", "evt_ABC", "evt_AbC"):
             event = order_event(event_id, order_id=event_id.replace("evt", "ord"))
             assert client.post("/webhooks/shoperti", content=body(event)).status_code == 200
-    assert sorted(row["id"] for row in stored(db.engine)) == ["evt_AbC", "evt_abc"]
-
-
-def test_a_nul_character_in_a_note_is_stored(db: Any, request: pytest.FixtureRequest) -> None:
-    if db.kind == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: PostgreSQL's JSONB and text refuse \\u0000, so the receiver "
-                "answers 503 to such an event on every retry and the platform drops it "
-                "after two days (syncd/inbox.py stores the payload unchanged)",
-            )
+        wait_for(
+            lambda: (
+                statuses(db.engine) == dict.fromkeys(("evt_ABC", "evt_AbC", "evt_abc"), "applied")
+            ),
+            timeout=5,
+            message="three events applied",
         )
-    event = order_event("evt_nul", note="línea 1\u0000línea 2")
+    with db.engine.connect() as conn:
+        orders = conn.execute(text("SELECT id FROM orders")).scalars().all()
+        items = conn.execute(text("SELECT order_id FROM order_line_items")).scalars().all()
+        found = conn.execute(text("SELECT id FROM events WHERE id = 'evt_abc'")).scalars().all()
+        joined = (
+            conn.execute(
+                text(
+                    "SELECT e.id FROM events e JOIN orders o ON o.store = e.store "
+                    "AND o.last_event_id = e.id WHERE o.id = 'ord_AbC'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(orders) == sorted(items) == ["ord_ABC", "ord_AbC", "ord_abc"]
+    assert (found, joined) == (["evt_abc"], ["evt_AbC"])
+
+
+def test_a_nul_character_is_stored_as_a_replacement_character(db: Any) -> None:
+    # PostgreSQL's text and JSONB cannot hold U+0000: every database gets U+FFFD instead.
+    event = order_event(
+        "evt_nul",
+        note="línea 1\u0000línea 2",
+        customer={"id": "cus_1", "first_name": "Ana\u0000", "tags": ["\u0000vip"]},
+        line_items=[{"id": "li_1", "quantity": 1, "title": "\u0000", "price": "1", "total": "1"}],
+    )
+    event["data"]["gift\u0000card"] = {"code": "\u0000\u0000"}
+    scrubbed = json.loads(json.dumps(event).replace("\\u0000", "\\ufffd"))
+    assert scrubbed["data"]["note"] == "línea 1\ufffdlínea 2"
     with daemon(db.url, db.engine) as client:
         response = client.post("/webhooks/shoperti", content=body(event))
-        assert response.status_code == 200
+        assert (response.status_code, response.json()) == (200, {"status": "ok", "id": "evt_nul"})
+        again = client.post("/webhooks/shoperti", content=body(event))  # a redelivery
+        assert again.status_code == 200
         wait_for(lambda: statuses(db.engine) == {"evt_nul": "applied"}, timeout=5)
+    [row] = stored(db.engine)
+    assert row["payload"] == scrubbed
+    orders, customers = metadata.tables["orders"], metadata.tables["customers"]
+    items = metadata.tables["order_line_items"]
+    with db.engine.connect() as conn:
+        note, raw = conn.execute(select(orders.c.note, orders.c.raw)).one()
+        name, tags = conn.execute(select(customers.c.first_name, customers.c.tags)).one()
+        title = conn.execute(select(items.c.title)).scalar_one()
+    assert note == "línea 1\ufffdlínea 2"
+    assert (name, tags, title) == ("Ana\ufffd", "\ufffdvip", "\ufffd")
+    assert raw == scrubbed["data"] and raw["gift\ufffdcard"] == {"code": "\ufffd\ufffd"}
 
 
 # --- 400 ---------------------------------------------------------------------------------
@@ -484,24 +510,62 @@ def test_in_api_mode_the_apis_copy_is_applied_and_unknown_ids_rejected(db: Any) 
     assert [tuple(row) for row in applied] == [("ord_1", Decimal("116.00"), None)]
 
 
-def test_in_api_mode_a_malformed_posted_body_still_gets_the_apis_copy(
-    db: Any, request: pytest.FixtureRequest
-) -> None:
-    request.applymarker(
-        pytest.mark.xfail(
-            strict=True,
-            reason="bug: syncd/worker.py verify_one parses the posted body with "
-            "wire.parse_event and rejects the event ('the API's copy is malformed') when "
-            "the *posted* body has a malformed created_at or data, instead of applying "
-            "the API's good copy; it should read the posted body with wire.parse_envelope",
-        )
-    )
-    genuine = order_event("evt_1")
-    mangled = order_event("evt_1") | {"created_at": "ayer"}
-    with verifying_daemon(db, {"evt_1": genuine}) as client:
-        assert client.post("/webhooks/shoperti", content=body(mangled)).status_code == 200
+def test_in_api_mode_a_malformed_posted_body_still_gets_the_apis_copy(db: Any) -> None:
+    """The posted body is only read for its id, type and resource id; the rest
+    is what the API's copy replaces, so its flaws do not matter."""
+    copies = {
+        f"evt_{n}": order_event(f"evt_{n}", order_id=f"ord_{n}", total=f"{n}00.00")
+        for n in range(1, 6)
+    }
+    posted = [
+        copies["evt_1"] | {"created_at": "ayer"},
+        copies["evt_2"] | {"data": ["ord_2"]},  # no resource id to compare
+        order_event("evt_3", order_id="ord_3", total="12,50", number="mil"),
+        # These differ from the API's copy where it counts: never applied.
+        order_event("evt_4", order_id="ord_other") | {"created_at": "ayer"},
+        copies["evt_5"] | {"type": "order.cancelled", "data": "ord_5"},
+    ]
+    with verifying_daemon(db, copies) as client:
+        for event in posted:
+            assert client.post("/webhooks/shoperti", content=body(event)).status_code == 200
         wait_for(lambda: "pending" not in statuses(db.engine).values(), timeout=10)
-    assert statuses(db.engine) == {"evt_1": "applied"}
+    events = {row["id"]: row for row in stored(db.engine)}
+    differs = "the posted event differs from the API's copy (type or resource id)"
+    assert {i: (e["status"], e["last_error"]) for i, e in events.items()} == {
+        "evt_1": ("applied", None),
+        "evt_2": ("applied", None),
+        "evt_3": ("applied", None),
+        "evt_4": ("rejected", differs),
+        "evt_5": ("rejected", differs),
+    }
+    for event_id in ("evt_1", "evt_2", "evt_3"):
+        assert (events[event_id]["payload"], events[event_id]["verified"]) == (
+            copies[event_id],
+            True,
+        )
+        assert events[event_id]["resource_id"] == event_id.replace("evt", "ord")
+    orders = metadata.tables["orders"]
+    with db.engine.connect() as conn:
+        applied = conn.execute(select(orders.c.id, orders.c.total, orders.c.number)).all()
+    assert sorted(tuple(row) for row in applied) == [
+        ("ord_1", Decimal("100.00"), 1001),
+        ("ord_2", Decimal("200.00"), 1001),
+        ("ord_3", Decimal("300.00"), 1001),
+    ]
+
+
+def test_in_api_mode_a_nul_in_the_apis_copy_is_replaced(db: Any) -> None:
+    copy = order_event("evt_1", note="de la API\u0000")
+    with verifying_daemon(db, {"evt_1": copy}) as client:
+        assert (
+            client.post("/webhooks/shoperti", content=body(order_event("evt_1"))).status_code == 200
+        )
+        wait_for(lambda: statuses(db.engine) == {"evt_1": "applied"}, timeout=10)
+    [row] = stored(db.engine)
+    assert (row["verified"], row["payload"]["data"]["note"]) == (True, "de la API\ufffd")
+    orders = metadata.tables["orders"]
+    with db.engine.connect() as conn:
+        assert conn.execute(select(orders.c.note)).scalar_one() == "de la API\ufffd"
 
 
 # --- 503 and health ------------------------------------------------------------------------

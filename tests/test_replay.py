@@ -8,17 +8,21 @@ rows by hand, and must never apply a rejected event.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, insert, update
 from test_apply import (
+    REFUSED_SKU,
     STORE,
     apply_all,
     customer_data,
     customer_event,
+    database_refusing,
     deliver,
     envelope,
+    event_status,
     line_item,
     order_event,
     rows,
@@ -182,40 +186,81 @@ def test_replay_gives_the_tables_of_events_applied_in_order(db: Any) -> None:
     assert snapshot(db.engine) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: syncd/worker.py replay_store writes each chunk with apply.write and no "
-    "per-event isolation, so one 'failed' event whose write the database refuses "
-    "aborts (and rolls back) the whole replay",
-)
-def test_replay_survives_an_event_the_database_refuses(db: Any) -> None:
-    deliver(db.engine, order_event("evt_1", order_id="ord_a"))
-    deliver(db.engine, order_event("evt_2", order_id="ord_huge", number=2**63 + 1))
-    apply_all(db.engine, max_attempts=1)
-    assert [row["id"] for row in rows(db.engine, "orders")] == ["ord_a"]
+@pytest.mark.parametrize("chunk", [1, 1000])
+def test_replay_survives_an_event_the_database_refuses(db: Any, chunk: int) -> None:
+    refused = order_event(
+        "evt_2",
+        order_id="ord_b",
+        customer=customer_data("cus_b"),
+        line_items=[line_item("li_1"), line_item("li_2", sku=REFUSED_SKU)],
+    )
+    deliver(db.engine, order_event("evt_1", order_id="ord_a"), refused)
+    deliver(db.engine, order_event("evt_3", order_id="ord_c"))
+    assert apply_all(db.engine).applied == 3  # the database took all of them then
+    before = snapshot(db.engine)
 
-    replay_store(db.engine, STORE)
+    with database_refusing(db):  # ... and now refuses one
+        report = replay_store(db.engine, STORE, chunk=chunk)
 
-    assert [row["id"] for row in rows(db.engine, "orders")] == ["ord_a"]
+        assert (report.applied, report.failed) == (2, 1)
+        assert event_states(db.engine)[0::2] == [
+            ("evt_1", "applied", None),
+            ("evt_3", "applied", None),
+        ]
+        status, error = event_status(db.engine, "evt_2")
+        assert status == "failed"
+        assert error is not None and error.startswith("database error: "), error
+        # The other events are replayed in full; nothing of the refused one is left.
+        without_b = {
+            name: [row for row in table if "ord_b" not in (row.get("order_id"), row.get("id"))]
+            for name, table in before.items()
+        }
+        without_b["customers"] = without_b["customer_addresses"] = []  # cus_b came with ord_b
+        assert len(without_b["order_line_items"]) == len(without_b["order_status_history"]) == 2
+        assert snapshot(db.engine) == without_b
+        assert [row["id"] for row in rows(db.engine, "orders")] == ["ord_a", "ord_c"]
+
+    # A failed event is replayed too: once the database takes it, all is back.
+    report = replay_store(db.engine, STORE, chunk=chunk)
+    assert (report.applied, report.failed) == (3, 0)
+    assert snapshot(db.engine) == before
+    assert {status for _, status, _ in event_states(db.engine)} == {"applied"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: syncd/worker.py replay_store replays every 'failed' event whatever its "
-    "'verified' flag; in api verify mode an event whose verification kept failing (API "
-    "down through all attempts) is then applied from the unverified posted body",
-)
 def test_replay_never_applies_an_unverified_event_in_api_mode(db: Any) -> None:
     store = StoreConfig(
         "default", api_url="https://shop.example/v1", api_key=Secret("sk_test_9x8"), verify="api"
     )
-    deliver(db.engine, order_event("evt_forged", order_id="ord_forged"))
-    gave_up = Verdict("evt_forged", retry="verification failed: API unavailable")
-    record_verdicts(db.engine, "default", [gave_up], {"evt_forged": 7}, max_attempts=8)
-    assert event_states(db.engine) == [
-        ("evt_forged", "failed", "verification failed: API unavailable")
+    genuine = order_event("evt_genuine", order_id="ord_genuine", total="116.00")
+    broken = order_event("evt_broken", order_id="ord_broken", total="12,50")
+    deliver(
+        db.engine,
+        order_event("evt_forged", order_id="ord_forged"),
+        order_event("evt_genuine", order_id="ord_genuine", total="0.01"),  # posted: a hint
+        broken,
+    )
+    verdicts = [
+        Verdict("evt_forged", retry="verification failed: API unavailable"),
+        Verdict("evt_genuine", copy=genuine),
+        Verdict("evt_broken", copy=broken),
     ]
+    attempts = {"evt_forged": 7, "evt_genuine": 0, "evt_broken": 0}
+    record_verdicts(db.engine, "default", verdicts, attempts, max_attempts=8)
+    report = apply_all(db.engine, store)
+    assert (report.applied, report.failed) == (1, 1)
+    states = [
+        ("evt_broken", "failed", "data.total: not a decimal amount"),
+        ("evt_forged", "failed", "verification failed: API unavailable"),
+        ("evt_genuine", "applied", None),
+    ]
+    assert event_states(db.engine) == states
+    before = snapshot(db.engine)
 
-    replay_store(db.engine, store)
+    report = replay_store(db.engine, store)
 
-    assert rows(db.engine, "orders") == []
+    # The verified events are replayed, the failed one included; the unverified not.
+    assert (report.applied, report.failed) == (1, 1)
+    assert snapshot(db.engine) == before
+    orders = rows(db.engine, "orders")
+    assert [(row["id"], row["total"]) for row in orders] == [("ord_genuine", Decimal("116.00"))]
+    assert event_states(db.engine) == states
