@@ -145,5 +145,8 @@ def create_app(
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
+    # SPEC §1: the platform counts a 3xx as a failed delivery — never redirect
+    # ("/webhooks/shoperti/" is a 404, not a 307 to the route without the slash).
+    app.router.redirect_slashes = False
     app.state.daemon = daemon
     return app

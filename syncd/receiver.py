@@ -9,6 +9,7 @@ worker by waking it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Callable
@@ -86,7 +87,11 @@ class WebhookEndpoint:
             if not hmac.compare_digest(token.encode(), expected.encode()):
                 return error(401, "missing or wrong token")
         try:
-            body = await read_limited(request, self.settings.max_body_bytes)
+            async with asyncio.timeout(self.settings.body_timeout):
+                body = await read_limited(request, self.settings.max_body_bytes)
+        except TimeoutError:
+            # A client that stalls or trickles its body must not hold a task forever.
+            return error(408, f"body not received within {self.settings.body_timeout:g} s")
         except BodyTooLarge:
             return error(413, f"body larger than {self.settings.max_body_bytes} bytes")
         except ClientDisconnect:

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, func, or_, select, true, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import StatementError
 
 from syncd import apply
 from syncd.config import Settings, StoreConfig
@@ -126,7 +127,11 @@ def _write_isolated(
         except Exception as exc:
             if dialect.is_disconnect_or_unavailable(exc):
                 raise
-            outcomes[event.id] = apply.Outcome("retry", f"database error: {_short(exc)}")
+            if isinstance(exc, StatementError) and isinstance(exc.orig, ValueError):
+                # A value our own column types refuse: no retry will change it.
+                outcomes[event.id] = apply.Outcome("failed", str(exc.orig))
+            else:
+                outcomes[event.id] = apply.Outcome("retry", f"database error: {_short(exc)}")
     return outcomes
 
 
@@ -226,6 +231,7 @@ async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str,
         return Verdict(event_id, rejected="the API does not know this event id")
     except ApiError as exc:
         return Verdict(event_id, retry=f"verification failed: {exc}")
+    copy = wire.scrub_nul(copy)  # as the inbox stores it, so ids compare alike
     try:
         theirs = wire.parse_event(copy)
     except WireError as exc:
@@ -248,7 +254,6 @@ def record_verdicts(
     store: str,
     verdicts: Sequence[Verdict],
     attempts: Mapping[str, int],
-    max_attempts: int,
 ) -> Report:
     report = Report()
     now = utcnow()
@@ -260,7 +265,7 @@ def record_verdicts(
                 & (events.c.status == "pending")
             )
             if verdict.copy is not None:
-                copy = wire.scrub_nul(verdict.copy)
+                copy = verdict.copy
                 event = wire.parse_event(copy)
                 conn.execute(
                     update(events)
@@ -287,15 +292,20 @@ def record_verdicts(
                 )
                 report.rejected += 1
             else:
+                # The API is down or slow: not the event's fault. It stays
+                # pending (backoff capped at 15 min) for as long as the outage
+                # lasts; giving up would lose it, since reconcile skips known ids.
                 tries = attempts.get(verdict.event_id, 0) + 1
-                values: dict[str, Any] = {"attempts": tries, "last_error": verdict.retry}
-                if tries >= max_attempts:
-                    values.update(status="failed", processed_at=now)
-                    report.failed += 1
-                else:
-                    values["next_attempt_at"] = now + retry_delay(tries)
-                    report.retried += 1
-                conn.execute(update(events).where(where).values(**values))
+                conn.execute(
+                    update(events)
+                    .where(where)
+                    .values(
+                        attempts=tries,
+                        last_error=verdict.retry,
+                        next_attempt_at=now + retry_delay(tries),
+                    )
+                )
+                report.retried += 1
     return report
 
 
@@ -358,10 +368,16 @@ class Worker:
                 failures += 1
                 log.warning("worker.error", extra={"error": _short(exc), "failures": failures})
                 done = 0
-            if done == 0 and not self._stopping:
+            if self._stopping:
+                break
+            if done == 0:
                 pause = self.settings.worker_poll_interval * min(failures + 1, 10)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), pause)
+            elif done < self.settings.worker_batch_size:
+                # Events are trickling in: let a batch gather instead of paying a
+                # transaction's fixed cost for every one or two events.
+                await asyncio.sleep(self.settings.worker_linger)
         if self.metrics:
             self.metrics.up.set(0)
 
@@ -404,7 +420,6 @@ class Worker:
             store.name,
             verdicts,
             attempts,
-            self.settings.max_attempts,
         )
         if self.metrics and report.rejected:
             self.metrics.events.labels(store.name, "any", "rejected").inc(report.rejected)

@@ -27,7 +27,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.exc import OperationalError
 
 from syncd import apply
 from syncd.config import StoreConfig
@@ -1347,21 +1346,8 @@ def database_refusing(db: Any, refusal: str = "not null") -> Iterator[None]:
 
 @pytest.mark.parametrize("refusal", sorted(REFUSALS))
 def test_a_database_error_fails_one_event_alone(
-    db: Any, refusal: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+    db: Any, refusal: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if db.kind == "mariadb" and refusal == "check":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=OperationalError,
-                reason="bug: PyMySQL raises a MariaDB CHECK violation (4025, like a trigger's "
-                "SIGNAL, 1644) as OperationalError, which syncd/db/dialect.py "
-                "is_disconnect_or_unavailable takes for 'database unavailable', so "
-                "syncd/worker.py _write_isolated re-raises instead of failing the event "
-                "alone: apply_pending raises, no attempt is counted, and every batch of the "
-                "store that holds the event fails again, for ever",
-            )
-        )
     refused = private_order(
         "evt_refused",
         line_items=[
@@ -1754,27 +1740,28 @@ def test_plain_sql_sums_of_money(db: Any) -> None:
 HUGE_AMOUNTS = ["999999999999999.9999", "100000000000000.0001", "1234567890123.4567"]
 
 
-def test_amounts_the_parser_accepts_read_back_exactly(
-    db: Any, request: pytest.FixtureRequest
-) -> None:
-    if db.kind == "sqlite":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug: syncd/shoperti/wire.py money accepts any amount below 10**15 "
-                "with up to 4 decimals (19 significant digits, NUMERIC(19, 4)), but SQLite "
-                "keeps NUMERIC as a 64-bit float (about 15 digits; syncd/db/dialect.py "
-                "Money says so), so 999999999999999.9999 reads back as "
-                "1000000000000000.0000 and 1234567890123.4567 as 1234567890123.4568, "
-                "silently; the embedded default should refuse what it cannot hold or "
-                "store money as text",
-            )
-        )
+def test_amounts_read_back_exactly_or_fail_loudly(db: Any) -> None:
+    """PostgreSQL and MariaDB hold NUMERIC(19, 4) exactly. SQLite keeps NUMERIC
+    as a 64-bit float (15 significant digits): an amount with more digits
+    fails its event with the reason instead of being rounded silently."""
     events = [
         order_event(f"evt_{n}", order_id=f"ord_{n}", total=amount, subtotal=f"-{amount}")
         for n, amount in enumerate(HUGE_AMOUNTS)
     ]
     deliver(db.engine, *events)
+    if db.kind == "sqlite":
+        apply_all(db.engine)
+        assert rows(db.engine, "orders") == []
+        failed = [row for row in rows(db.engine, "events") if row["status"] == "failed"]
+        assert len(failed) == len(events)
+        assert all("more than 15 digits" in row["last_error"] for row in failed)
+        assert all(row["attempts"] == 1 for row in failed)
+        # Fifteen digits are held exactly.
+        db.reset()
+        deliver(db.engine, order_event("evt_ok", order_id="ord_ok", total="99999999999.9999"))
+        assert apply_all(db.engine).applied == 1
+        assert rows(db.engine, "orders")[0]["total"] == D("99999999999.9999")
+        return
     assert apply_all(db.engine).applied == len(events)
     for amount, row in zip(HUGE_AMOUNTS, rows(db.engine, "orders"), strict=True):
         assert (row["total"], row["subtotal"]) == (D(amount), -D(amount))

@@ -29,6 +29,7 @@ from syncd.errors import ConfigError
 # unit prices); values with more decimals are refused by the wire parser.
 MONEY_PRECISION, MONEY_SCALE = 19, 4
 _MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+SQLITE_MONEY_DIGITS = 15  # what a 64-bit float holds exactly
 
 _DRIVERS = {
     "sqlite": "sqlite+pysqlite",
@@ -183,6 +184,15 @@ class Money(TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
+            if not isinstance(value, Decimal):  # ints and strings from plain SQL users
+                value = Decimal(str(value))
+            if len(value.as_tuple().digits) > SQLITE_MONEY_DIGITS:
+                # SQLite keeps NUMERIC as a 64-bit float: more digits would be
+                # rounded silently. Refuse instead (PostgreSQL/MariaDB hold 19).
+                raise ValueError(
+                    f"amount {value} has more than {SQLITE_MONEY_DIGITS} digits, "
+                    "more than SQLite stores exactly: use PostgreSQL or MariaDB"
+                )
             return str(value)
         return value
 
@@ -378,12 +388,34 @@ def is_deadlock(exc: BaseException) -> bool:
     return bool(args) and args[0] in (1213, 1205)  # MariaDB: deadlock, lock wait timeout
 
 
-def is_disconnect_or_unavailable(exc: BaseException) -> bool:
-    """Whether a DBAPI error means 'the database is not there right now'."""
-    from sqlalchemy.exc import DBAPIError, OperationalError, TimeoutError
+# MariaDB/MySQL client and server codes that mean "not there right now".
+_MYSQL_UNAVAILABLE = frozenset(
+    {1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 2002, 2003, 2005, 2006, 2013, 2055}
+)
 
-    if is_deadlock(exc):
-        return False
-    if isinstance(exc, TimeoutError | OperationalError):
+
+def is_disconnect_or_unavailable(exc: BaseException) -> bool:
+    """Whether an error means "the database is not there right now" (answer
+    503, wait, try again) rather than "the database refuses this data" (fail
+    the one event). Drivers file both under OperationalError at times: a
+    CHECK violation on MariaDB, a lock error on SQLite."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, DBAPIError) or is_deadlock(exc):
+        return False
+    if exc.connection_invalidated:
+        return True
+    original = exc.orig
+    args: tuple[Any, ...] = tuple(getattr(original, "args", ()))
+    if type(original).__module__.startswith("pymysql"):
+        return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_UNAVAILABLE
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        # connection exception, insufficient resources, operator intervention
+        return sqlstate.startswith(("08", "53", "57"))
+    # psycopg's connection failures carry no SQLSTATE; SQLite's "database is
+    # locked" / "unable to open database file" are OperationalErrors too.
+    return isinstance(exc, OperationalError)

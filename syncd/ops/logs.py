@@ -91,7 +91,7 @@ def _facts(record: logging.LogRecord) -> dict[str, Any]:
     facts = {key: _clean(value) for key, value in record.__dict__.items() if key in ALLOWED}
     current = request_id.current.get()
     if current is not None:
-        facts["request_id"] = current  # ours wins over a raw header someone passed in
+        facts["request_id"] = _clean(current)  # ours wins over a raw header; scrubbed too
     elif facts.get("request_id") is None:
         facts.pop("request_id", None)
     return facts
