@@ -240,6 +240,9 @@ async def reconcile_store(
         if not got:
             report.mode = "skipped"
             report.error = "another process is reconciling this store"
+            log.info("reconcile.skipped", extra={"store": store.name, "reason": report.error})
+            if metrics is not None:
+                metrics.reconcile_runs.labels(store.name, "skipped").inc()
             return report
         try:
             cursor_state = await asyncio.to_thread(read_state, engine, store.name, EVENTS_CURSOR)

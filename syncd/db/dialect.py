@@ -63,6 +63,8 @@ def engine_options(url: URL) -> dict[str, Any]:
         "json_serializer": lambda obj: orjson.dumps(obj).decode(),
         "json_deserializer": orjson.loads,
         "pool_pre_ping": True,
+        # Error messages must not carry the statement's parameters (customer data).
+        "hide_parameters": True,
     }
     if url.get_backend_name() == "sqlite":
         # Timeout in seconds to wait for the write lock; also set as a pragma.
