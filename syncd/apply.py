@@ -440,7 +440,7 @@ def _replace_children(
     if rows:
         # Two items with one id in one version would collide; the wire parser
         # refuses those for line items, and addresses keep the last.
-        conn.execute(table.insert(), _unique_by_key(table, rows))
+        dialect.insert_rows(conn, table, _unique_by_key(table, rows))
 
 
 def _unique_by_key(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

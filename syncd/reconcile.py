@@ -164,6 +164,7 @@ async def sync_resource(
 
     downloader = asyncio.create_task(download())
     unapplied = 0
+    next_analyze = seen + 4 * apply_batch  # then each time the import has doubled
     try:
         while (page := await pages.get()) is not None:
             if isinstance(page, BaseException):
@@ -204,6 +205,9 @@ async def sync_resource(
             if unapplied >= apply_batch:
                 await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
                 unapplied = 0
+                if seen >= next_analyze:
+                    await asyncio.to_thread(_analyze, engine)
+                    next_analyze = seen * 2
             if progress is not None:
                 progress(resource, seen, page.total)
     finally:
@@ -212,6 +216,13 @@ async def sync_resource(
     await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
     await asyncio.to_thread(write_state, engine, store.name, checkpoint_name, None)
     return seen, found
+
+
+def _analyze(engine: Engine) -> None:
+    from syncd.db.models import metadata
+
+    with engine.begin() as conn:
+        dialect.analyze(conn, metadata.sorted_tables)
 
 
 def _drain(engine: Engine, store: StoreConfig, batch: int, max_attempts: int) -> None:

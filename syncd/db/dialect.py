@@ -276,6 +276,38 @@ def upsert(
     conn.execute(stmt, list(rows))
 
 
+def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Plain inserts of many rows. On PostgreSQL through COPY, several times
+    faster than row-by-row statements; only for tables without JSON columns
+    or type conversions COPY would skip (line items, addresses)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), list(rows))
+        return
+    columns = list(rows[0])
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
+
+
+def analyze(conn: Connection, tables: Sequence[Table]) -> None:
+    """Refresh the planner's statistics. A bulk import grows the tables faster
+    than autovacuum looks at them; with stale numbers PostgreSQL scans a whole
+    table for a handful of keys, and every page of the import gets slower."""
+    names = [table.name for table in tables]
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("ANALYZE")
+    elif conn.dialect.name == "postgresql":
+        for name in names:
+            conn.exec_driver_sql(f'ANALYZE "{name}"')
+    else:
+        conn.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{name}`" for name in names))
+
+
 # --- locks ------------------------------------------------------------------
 
 
