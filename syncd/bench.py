@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -305,7 +304,13 @@ def bench_acks(url: str, bodies: list[bytes], concurrency: int, rate: float) -> 
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS (VmHWM). Not getrusage's ru_maxrss: that one
+    survives exec, so a child would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
