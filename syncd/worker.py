@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, or_, select, true, update
+from sqlalchemy import Engine, Select, Table, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
@@ -74,15 +74,8 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
     now = utcnow()
     with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
         ready = (
-            select(
-                events.c.id,
-                events.c.type,
-                events.c.payload,
-                events.c.attempts,
-                events.c.created_at,
-            )
-            .where(
-                events.c.store == store.name,
+            _events_to_apply(
+                store.name,
                 events.c.status == "pending",
                 or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             )
@@ -180,18 +173,36 @@ def _mark(
             report.ignored += 1
         else:
             report.failed += 1
+    _set_outcomes(
+        conn,
+        store,
+        groups,
+        processed_at=now,
+        attempts=events.c.attempts + 1,
+        next_attempt_at=None,
+    )
+
+
+def _events_to_apply(store: str, *conditions: Any) -> Select[Any]:
+    """The columns the apply path reads, of ``store``'s events that match."""
+    return select(
+        events.c.id, events.c.type, events.c.payload, events.c.attempts, events.c.created_at
+    ).where(events.c.store == store, *conditions)
+
+
+def _set_outcomes(
+    conn: Connection,
+    store: str,
+    groups: Mapping[tuple[str, str | None], list[str]],
+    **values: Any,
+) -> None:
+    """One UPDATE per (status, error) group of event ids, 500 ids at a time."""
     for (status, error), ids in groups.items():
         for start in range(0, len(ids), 500):
             conn.execute(
                 update(events)
                 .where(events.c.store == store, events.c.id.in_(ids[start : start + 500]))
-                .values(
-                    status=status,
-                    last_error=error,
-                    processed_at=now,
-                    attempts=events.c.attempts + 1,
-                    next_attempt_at=None,
-                )
+                .values(status=status, last_error=error, **values)
             )
 
 
@@ -466,15 +477,8 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
         after = ""
         while True:
             rows = conn.execute(
-                select(
-                    events.c.id,
-                    events.c.type,
-                    events.c.payload,
-                    events.c.attempts,
-                    events.c.created_at,
-                )
-                .where(
-                    events.c.store == store.name,
+                _events_to_apply(
+                    store.name,
                     events.c.status.in_(("applied", "ignored", "failed")),
                     # In api mode only the API's copies are ever applied.
                     events.c.verified.is_(True) if store.verify == "api" else true(),
@@ -495,12 +499,7 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
                 groups[(outcome.status, outcome.error)].append(row.id)
                 report.by_type[(type_label(row.type), outcome.status)] += 1
                 setattr(report, outcome.status, getattr(report, outcome.status) + 1)
-            for (status, error), ids in groups.items():
-                conn.execute(
-                    update(events)
-                    .where(events.c.store == store.name, events.c.id.in_(ids))
-                    .values(status=status, last_error=error, processed_at=now)
-                )
+            _set_outcomes(conn, store.name, groups, processed_at=now)
             after = rows[-1].id
         conn.commit()
     return report

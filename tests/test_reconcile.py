@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from syncd.app import create_app
 from syncd.config import Settings, load_settings
 from syncd.db import dialect
-from syncd.db.models import Event, Order
+from syncd.db.models import Customer, Event, Order
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.reconcile import EVENTS_CURSOR, RunReport, read_state, reconcile_store, sync_resource
@@ -139,6 +139,14 @@ def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
         assert again.found == 0 and again.events_seen >= len(r.store.events) - 1
         cursor_after = read_state(db.engine, "default", EVENTS_CURSOR)
         assert cursor_before and cursor_after and cursor_after["at"] > cursor_before["at"]
+        # The comparison itself notices a difference.
+        some_order, some_customer = next(iter(truth.orders)), next(iter(truth.customers))
+        with db.engine.begin() as conn:
+            conn.execute(Order.__table__.update().where(Order.id == some_order).values(total=0))
+            conn.execute(Customer.__table__.delete().where(Customer.id == some_customer))
+        problems = compare_with_truth(db.engine, "default", truth.orders, truth.customers)
+        assert f"order {some_order}: total differs" in problems
+        assert f"customer {some_customer} missing" in problems
 
 
 def test_a_gap_longer_than_retention_is_recovered_by_resource_sync(db: TestDatabase) -> None:
