@@ -18,7 +18,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from syncd.config import Settings
+from syncd.config import Settings, StoreConfig
 from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import GroupCommitter, event_row
 from syncd.ops.metrics import Metrics
@@ -66,7 +66,7 @@ class WebhookEndpoint:
         store_name = request.path_params.get("store", self.settings.default_store)
         store = self.settings.stores.get(store_name)
         label = store_name if store is not None else "unknown"
-        response = await self._handle(request, store_name)
+        response = await self._handle(request, store)
         self.metrics.webhooks.labels(label, str(response.status_code)).inc()
         # A store at full tilt sends thousands a minute: successes are DEBUG,
         # refusals WARNING (they mean a misconfigured sender or an outage).
@@ -77,8 +77,7 @@ class WebhookEndpoint:
         )
         return response
 
-    async def _handle(self, request: Request, store_name: str) -> Response:
-        store = self.settings.stores.get(store_name)
+    async def _handle(self, request: Request, store: StoreConfig | None) -> Response:
         if store is None:
             return error(404, "unknown store")
         if store.webhook_secret is not None:
