@@ -27,6 +27,7 @@ from syncd.db.models import Customer, Event, Order
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.reconcile import EVENTS_CURSOR, RunReport, read_state, reconcile_store, sync_resource
+from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
 from syncd.worker import apply_pending
@@ -184,7 +185,6 @@ def test_forged_events_never_reach_the_tables_in_api_mode(db: TestDatabase) -> N
         r.store.run(r.store.sell(orders=3), timeout=30)
         real = next(e for e in r.store.events if e["type"] == "order.created")
         order_id = real["data"]["id"]
-        truth_total = r.store.truth().orders[order_id]
         forged_copy = {**real, "data": {**real["data"], "total": "0.01", "subtotal": "0.01"}}
         unknown = {
             **real,
@@ -200,10 +200,7 @@ def test_forged_events_never_reach_the_tables_in_api_mode(db: TestDatabase) -> N
         with db.engine.connect() as conn:
             orders = {row.id: row for row in conn.execute(select(Order.__table__))}
         assert "order_forged" not in orders
-        status = {
-            row: s for row, s in [(i, "rejected") for i in ids(db, Event.status == "rejected")]
-        }
-        assert "evt_forged_unknown" in status
+        assert "evt_forged_unknown" in ids(db, Event.status == "rejected")
         # The real id is applied — as the API tells it, not as posted.
         assert orders[order_id].last_event_id == real["id"]
         assert orders[order_id].total != forged_copy["data"]["total"]
@@ -212,7 +209,7 @@ def test_forged_events_never_reach_the_tables_in_api_mode(db: TestDatabase) -> N
                 select(Event.payload, Event.verified).where(Event.id == real["id"])
             ).one()
         assert stored.verified is True and stored.payload["data"]["total"] == real["data"]["total"]
-        assert truth_total["id"] == order_id
+        assert orders[order_id].total == wire.money(real["data"]["total"], "total")
         # Same id, other type than the API's copy: rejected.
         db.reset()
         with httpx.Client() as http:
