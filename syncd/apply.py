@@ -17,6 +17,7 @@ This module makes no network calls and knows no dialect.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,16 +111,29 @@ Handler = Callable[[Batch, wire.Event], None]
 def _fits(table: Table, record: Any, where: str) -> None:
     """Refuse a value its column cannot hold, the same way on every database
     (SQLite would store it; PostgreSQL and MariaDB would refuse the batch)."""
+    lengths, bounds = _limits(table)
+    for name, length in lengths:
+        value = getattr(record, name, None)
+        if value.__class__ is str and len(value) > length:
+            raise WireError(f"{where}.{name}: longer than {length} characters")
+    for name, bound in bounds:
+        value = getattr(record, name, None)
+        if value.__class__ is int and not -bound <= value < bound:
+            raise WireError(f"{where}.{name}: out of range")
+
+
+@functools.cache
+def _limits(table: Table) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
+    """The (column, maximum length) of the table's bounded text columns and the
+    (column, bound) of its integer columns."""
+    lengths, bounds = [], []
     for column in table.columns:
-        value = getattr(record, column.name, None)
-        if isinstance(value, str):
-            length = getattr(column.type, "length", None)
-            if length is not None and len(value) > length:
-                raise WireError(f"{where}.{column.name}: longer than {length} characters")
-        elif isinstance(value, int) and isinstance(column.type, Integer):
-            bound = 2**63 if isinstance(column.type, BigInteger) else 2**31
-            if not -bound <= value < bound:
-                raise WireError(f"{where}.{column.name}: out of range")
+        length = getattr(column.type, "length", None)
+        if length is not None:
+            lengths.append((column.name, length))
+        elif isinstance(column.type, Integer):
+            bounds.append((column.name, 2**63 if isinstance(column.type, BigInteger) else 2**31))
+    return tuple(lengths), tuple(bounds)
 
 
 def _check_customer(customer: wire.Customer, where: str) -> None:

@@ -100,25 +100,30 @@ def add_events(
     one transaction; says which ids were not there before. ``also`` runs in
     the same transaction, told what was added (a checkpoint that must commit
     with the events)."""
-    events = [wire.parse_envelope(wire.scrub_nul(payload)) for payload in payloads]
+    events = parse_fetched(payloads)
     now = utcnow()
     with engine.begin() as conn:
-        present = known_ids(conn, store, (event.id for event in events))
-        fresh: dict[str, wire.Event] = {}
-        for event in events:
-            if event.id not in present:
-                fresh.setdefault(event.id, event)
-        put(
-            conn,
-            [
-                event_row(store, e, source=source, verified=verified, now=now)
-                for e in fresh.values()
-            ],
-        )
-        added = Added(new_ids=list(fresh), seen=len(events))
+        fresh = fresh_events(conn, store, events)
+        put(conn, [event_row(store, e, source=source, verified=verified, now=now) for e in fresh])
+        added = Added(new_ids=[e.id for e in fresh], seen=len(events))
         if also is not None:
             also(conn, added)
     return added
+
+
+def parse_fetched(payloads: Sequence[Mapping[str, Any]]) -> list[wire.Event]:
+    """Events as the API listed them, ready for the inbox (NULs replaced)."""
+    return [wire.parse_envelope(wire.scrub_nul(payload)) for payload in payloads]
+
+
+def fresh_events(conn: Connection, store: str, events: Sequence[wire.Event]) -> list[wire.Event]:
+    """``events`` the inbox does not hold yet, each id once."""
+    present = known_ids(conn, store, (event.id for event in events))
+    fresh: dict[str, wire.Event] = {}
+    for event in events:
+        if event.id not in present:
+            fresh.setdefault(event.id, event)
+    return list(fresh.values())
 
 
 class GroupCommitter:

@@ -9,9 +9,10 @@ always read from ``sync_state``, never worked out ad hoc.
 - **orders / customers** (resource sync and backfill): used when there is no
   events cursor yet, when the cursor is older than the API's event
   retention, and by ``syncd backfill``. Each listed version becomes a
-  snapshot event (``source='backfill'``) — the same inbox and apply path as
-  webhooks, never a second write path. A checkpoint per page makes an
-  interrupted sync resume where it stopped.
+  snapshot event (``source='backfill'``) — the same inbox rows and apply
+  rules as webhooks, never a second write path; a page is stored and applied
+  in one transaction. A checkpoint per page makes an interrupted sync resume
+  where it stopped.
 
 Only one process reconciles a store at a time (:func:`exclusive`).
 """
@@ -37,7 +38,7 @@ from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
-from syncd.worker import apply_pending
+from syncd.worker import add_and_apply, apply_pending
 
 log = logging.getLogger("syncd.reconcile")
 sync_state: Table = SyncState.__table__  # type: ignore[assignment]
@@ -136,7 +137,9 @@ async def sync_resource(
     max_attempts: int = 8,
 ) -> tuple[int, int]:
     """List ``resource`` (orders or customers) updated since ``since`` and put
-    each version in the inbox as a snapshot event; applies as it goes.
+    each version in the inbox as a snapshot event, applied in the transaction
+    that stores it (:func:`syncd.worker.add_and_apply`); then applies whatever
+    else the store has pending.
 
     Resumes from the page checkpoint when there is one. Returns (versions
     seen, versions new to the inbox).
@@ -163,7 +166,6 @@ async def sync_resource(
             await pages.put(exc)
 
     downloader = asyncio.create_task(download())
-    unapplied = 0
     next_analyze = seen + 4 * apply_batch  # then each time the import has doubled
     try:
         while (page := await pages.get()) is not None:
@@ -191,23 +193,18 @@ async def sync_resource(
                 write_state_on(conn, store.name, checkpoint_name, value)
 
             added = await asyncio.to_thread(
-                inbox.add_events,
+                add_and_apply,
                 engine,
-                store.name,
+                store,
                 snapshots,
                 source="backfill",
-                verified=True,
                 also=checkpoint_page,
             )
             seen = seen_after
             found += len(added.new_ids)
-            unapplied += len(added.new_ids)
-            if unapplied >= apply_batch:
-                await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
-                unapplied = 0
-                if seen >= next_analyze:
-                    await asyncio.to_thread(_analyze, engine)
-                    next_analyze = seen * 2
+            if seen >= next_analyze:
+                await asyncio.to_thread(_analyze, engine)
+                next_analyze = seen * 2
             if progress is not None:
                 progress(resource, seen, page.total)
     finally:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +31,7 @@ from sqlalchemy import Engine, Select, Table, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
-from syncd import apply
+from syncd import apply, inbox
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.models import Event as EventRow
@@ -94,6 +94,47 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
     return report
+
+
+def add_and_apply(
+    engine: Engine,
+    store: StoreConfig,
+    payloads: Sequence[Mapping[str, Any]],
+    *,
+    source: str,
+    also: Callable[[Connection, inbox.Added], None] | None = None,
+) -> inbox.Added:
+    """Put events read from the API into the inbox and apply them, in one
+    transaction under the store's apply lock (backfill and resource sync).
+
+    The same rules and writes as :func:`apply_pending`; only the round trip
+    through the inbox is saved: each new event is written once, with its
+    outcome, instead of inserted pending, read back and marked. An event
+    whose write fails for a database reason goes in pending, for the worker
+    to retry. ``also`` runs in the same transaction (a page checkpoint).
+    """
+    events_in = inbox.parse_fetched(payloads)
+    now = utcnow()
+    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
+        fresh = inbox.fresh_events(conn, store.name, events_in)
+        stored = [apply.StoredEvent(event.id, event.type, event.payload) for event in fresh]
+        outcomes = _write_isolated(conn, store.name, stored, now)
+        rows = []
+        for event in fresh:
+            row = inbox.event_row(store.name, event, source=source, verified=True, now=now)
+            outcome = outcomes[event.id]
+            row.update(attempts=1, last_error=outcome.error)
+            if outcome.status == "retry":
+                row["next_attempt_at"] = now + retry_delay(1)
+            else:
+                row.update(status=outcome.status, processed_at=now)
+            rows.append(row)
+        inbox.put(conn, rows)
+        added = inbox.Added(new_ids=[event.id for event in fresh], seen=len(events_in))
+        if also is not None:
+            also(conn, added)
+        conn.commit()
+    return added
 
 
 def _write_isolated(

@@ -33,7 +33,7 @@ from syncd.config import StoreConfig
 from syncd.db.models import metadata
 from syncd.inbox import add_events
 from syncd.shoperti import wire
-from syncd.worker import Report, apply_pending
+from syncd.worker import Report, add_and_apply, apply_pending
 
 STORE = StoreConfig("default")
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
@@ -859,14 +859,18 @@ def test_unknown_fields_are_kept_in_raw_and_payload(db: Any) -> None:
 
 # --- 2. the rules of SPEC §6 ------------------------------------------------------------------
 
-DELIVERIES = ("in order", "reversed", "one batch")
+DELIVERIES = ("in order", "reversed", "one batch", "one fetched page")
 
 
 def apply_as(engine: Engine, events: Sequence[Mapping[str, Any]], delivery: str) -> None:
-    """Apply ``events`` one by one in the given order, in reverse, or all in one batch."""
+    """Apply ``events`` one by one in the given order, in reverse, all in one
+    batch, or as a page read from the API (stored and applied at once)."""
     if delivery == "one batch":
         deliver(engine, *events)
         apply_all(engine)
+        return
+    if delivery == "one fetched page":
+        add_and_apply(engine, STORE, events, source="backfill")
         return
     for event in events if delivery == "in order" else reversed(events):
         deliver(engine, event)
@@ -1160,6 +1164,19 @@ def test_a_nul_character_from_the_api_is_replaced_on_every_database(db: Any) -> 
     assert stored["payload"]["data"]["note"] == "a\ufffdb"
 
 
+def test_nul_scrubbing_changes_only_nul_characters() -> None:
+    clean = {"note": "sin nulos", "n": [1, 2.5, None, True]}
+    assert wire.scrub_nul(clean) is clean  # nothing to replace: the very same object
+    # A backslash followed by "u0000" is six ordinary characters, kept as they are.
+    literal = {"note": "C:\\u0000 is six characters"}
+    assert wire.scrub_nul(literal) == {"note": "C:\\u0000 is six characters"}
+    # Integers beyond 64 bits are not plain JSON for the fast check: walked instead.
+    walked = {"big": 2**70, "deep": [{"k\u0000": "v\u0000"}]}
+    assert wire.scrub_nul(walked) == {"big": 2**70, "deep": [{"k\ufffd": "v\ufffd"}]}
+    assert wire.scrub_nul(["\u0000", "x"]) == ["\ufffd", "x"]
+    assert wire.scrub_nul("a\u0000") == "a\ufffd"
+
+
 SECRET_BITS = (
     "Ximena",
     "Quetzal",
@@ -1223,6 +1240,37 @@ def test_malformed_events_fail_alone_in_one_batch(db: Any) -> None:
         assert not any(bit in error for bit in SECRET_BITS), error
     history_ids = {row["event_id"] for row in rows(db.engine, "order_status_history")}
     assert history_ids == {"evt_good_1", "evt_good_2"}
+
+
+def test_a_fetched_page_is_stored_with_its_outcomes_in_one_step(db: Any) -> None:
+    good = [private_order("evt_good_1"), private_order("evt_good_2", total="99.90")]
+    bad = private_order("evt_bad", total="12,50")
+    ignored = envelope("evt_product", "product.updated", 0, {"id": "prod_1"})
+    page = [good[0], bad, ignored, good[1], good[0]]  # an event twice in one page
+
+    added = add_and_apply(db.engine, STORE, page, source="backfill")
+
+    assert sorted(added.new_ids) == ["evt_bad", "evt_good_1", "evt_good_2", "evt_product"]
+    assert added.seen == 5
+    events = metadata.tables["events"]
+    with db.engine.connect() as conn:
+        stored = {row.id: row for row in conn.execute(select(events))}
+    assert {i: row.status for i, row in stored.items()} == {
+        "evt_good_1": "applied",
+        "evt_good_2": "applied",
+        "evt_bad": "failed",
+        "evt_product": "ignored",
+    }
+    for row in stored.values():
+        assert row.attempts == 1 and row.processed_at is not None and row.verified
+        assert row.source == "backfill"
+    assert stored["evt_bad"].last_error is not None and "data.total" in stored["evt_bad"].last_error
+    assert order_row(db.engine, "ord_evt_good_2")["total"] == D("99.90")
+    # Nothing is left for the worker, and the same page again adds nothing.
+    assert apply_pending(db.engine, STORE, limit=100, max_attempts=3).claimed == 0
+    before = snapshot(db.engine)
+    assert add_and_apply(db.engine, STORE, page, source="backfill").new_ids == []
+    assert snapshot(db.engine) == before
 
 
 def test_a_malformed_envelope_is_kept_and_fails_alone(db: Any) -> None:
@@ -1388,6 +1436,27 @@ def test_a_database_error_fails_one_event_alone(
     status, error = event_status(db.engine, "evt_refused")
     assert error is not None and error.startswith("database error: "), error
     assert snapshot(db.engine) == tables
+
+
+def test_a_database_error_in_a_fetched_page_leaves_the_event_to_the_worker(db: Any) -> None:
+    refused = private_order("evt_refused", line_items=[line_item("li_2", sku=REFUSED_SKU)])
+    page = [order_event("evt_1", order_id="ord_a"), refused]
+    with database_refusing(db):
+        added = add_and_apply(db.engine, STORE, page, source="backfill")
+        assert sorted(added.new_ids) == ["evt_1", "evt_refused"]
+        status, error = event_status(db.engine, "evt_refused")
+        assert status == "pending"
+        assert error is not None and error.startswith("database error: "), error
+        assert [row["id"] for row in rows(db.engine, "orders")] == ["ord_a"]
+    # The refusal is gone: the worker applies it once its backoff has passed.
+    events = metadata.tables["events"]
+    with db.engine.begin() as conn:
+        conn.execute(events.update().values(next_attempt_at=None))
+    report = apply_pending(db.engine, STORE, limit=100, max_attempts=3)
+    assert report.applied == 1
+    states = {e["id"]: (e["status"], e["attempts"]) for e in rows(db.engine, "events")}
+    assert states == {"evt_1": ("applied", 1), "evt_refused": ("applied", 2)}
+    assert sorted(row["id"] for row in rows(db.engine, "orders")) == ["ord_a", "ord_evt_refused"]
 
 
 def test_values_a_column_cannot_hold_fail_at_once_on_every_database(

@@ -74,3 +74,52 @@ def test_utc_and_money_round_trip(db: TestDatabase) -> None:
     assert stored.payload == {"total": "0.10"}
     money = dialect.Money()
     assert money.process_result_value(0.1 + 0.2, db.engine.dialect) == Decimal("0.3000")
+
+
+def _order_rows(count: int, when: datetime, **changes: object) -> list[dict[str, object]]:
+    return [
+        {
+            "store": "s",
+            "id": f"o{index:03d}",
+            "number": index,
+            "currency": "MXN",
+            "total": Decimal("1234567890.1234") + index,
+            "created_at": when,
+            "updated_at": when,
+            "deleted": False,
+            "raw": {"id": f"o{index:03d}", "note": "frágil \ufffd", "n": [1, None]},
+            "synced_at": when,
+            **changes,
+        }
+        for index in range(count)
+    ]
+
+
+def test_many_rows_keep_exact_types_and_conflict_rules(db: TestDatabase) -> None:
+    # Enough rows for PostgreSQL's COPY-through-a-staging-table path; the
+    # values must come back exactly as with row-by-row statements.
+    from syncd.db.models import Order
+
+    orders = Order.__table__
+    count = dialect.STAGED_MIN_ROWS + 6
+    mexico = timezone(timedelta(hours=-6))
+    when = datetime(2026, 11, 27, 18, 4, 5, 123456, tzinfo=mexico)
+    first = _order_rows(count, when)
+    later = _order_rows(count, when + timedelta(hours=1), total=Decimal("0.0001"))
+    columns = [name for name in first[0] if name not in ("store", "id")]
+    with db.engine.begin() as conn:
+        dialect.upsert(conn, orders, first, update=columns)
+    with db.engine.begin() as conn:
+        # A key twice in one call: the last row wins, as row by row.
+        dialect.upsert(conn, orders, [*later[:-1], {**later[0], "number": 999}], update=columns)
+        dialect.insert_ignoring_duplicates(conn, orders, first)  # all present: nothing changes
+    with db.engine.connect() as conn:
+        rows = {row.id: row for row in conn.execute(select(orders))}
+    assert len(rows) == count
+    assert rows["o000"].number == 999 and rows["o000"].total == Decimal("0.0001")
+    assert rows["o001"].updated_at == when + timedelta(hours=1)
+    assert rows["o001"].updated_at.tzinfo == UTC
+    untouched = rows[f"o{count - 1:03d}"]  # left out of the second upsert
+    assert untouched.total == Decimal("1234567890.1234") + count - 1
+    assert untouched.raw == {"id": untouched.id, "note": "frágil \ufffd", "n": [1, None]}
+    assert untouched.updated_at == when

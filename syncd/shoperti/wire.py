@@ -18,9 +18,12 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 from syncd.errors import WireError
 
 MAX_MONEY_DECIMALS = 4
+_MONEY_LIMIT = Decimal(10) ** 15
 
 ORDER_EVENTS = frozenset(
     {
@@ -77,7 +80,7 @@ def money(value: Any, field: str) -> Decimal | None:
         if isinstance(norm_exp, int) and norm_exp < -MAX_MONEY_DECIMALS:
             raise WireError(f"{field}: more than {MAX_MONEY_DECIMALS} decimal places")
         amount = normalized
-    if abs(amount) >= Decimal(10) ** 15:
+    if not -_MONEY_LIMIT < amount < _MONEY_LIMIT:
         raise WireError(f"{field}: amount out of range")
     return amount
 
@@ -160,12 +163,22 @@ def scrub_nul(value: Any) -> Any:
     would have the platform retry it for two days and then drop it, so it is
     kept with the character replaced, the same way on every database.
     """
+    if isinstance(value, Mapping | list):
+        try:
+            if b"\\u0000" not in orjson.dumps(value):
+                return value  # the common case, found in C without a walk
+        except (TypeError, orjson.JSONEncodeError):
+            pass  # not plain JSON (e.g. a huge integer): walk it
+    return _scrub(value)
+
+
+def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd") if "\x00" in value else value
     if isinstance(value, Mapping):
-        return {scrub_nul(key): scrub_nul(item) for key, item in value.items()}
+        return {_scrub(key): _scrub(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [scrub_nul(item) for item in value]
+        return [_scrub(item) for item in value]
     return value
 
 
