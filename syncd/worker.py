@@ -73,19 +73,7 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
     report = Report()
     now = utcnow()
     with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        ready = (
-            _events_to_apply(
-                store.name,
-                events.c.status == "pending",
-                or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
-            )
-            .order_by(events.c.received_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        if store.verify == "api":
-            ready = ready.where(events.c.verified.is_(True))
-        rows = conn.execute(ready).all()
+        rows = conn.execute(claim(store, now, limit)).all()
         if not rows:
             conn.commit()
             return report
@@ -94,6 +82,24 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
     return report
+
+
+def claim(store: StoreConfig, now: datetime, limit: int) -> Select[Any]:
+    """The oldest ``limit`` events of ``store`` ready to apply, locked
+    (``ix_events_queue`` hands them over in order, however long the backlog)."""
+    ready = (
+        _events_to_apply(
+            store.name,
+            events.c.status == "pending",
+            or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
+        )
+        .order_by(events.c.received_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if store.verify == "api":
+        ready = ready.where(events.c.verified.is_(True))
+    return ready
 
 
 def add_and_apply(

@@ -53,7 +53,9 @@ def _store() -> Mapped[str]:
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_claim", "store", "status", "next_attempt_at"),
+        # The worker claims pending events oldest first: this index hands them
+        # over in that order, without sorting the whole backlog for each batch.
+        Index("ix_events_queue", "store", "status", "received_at"),
         Index("ix_events_resource", "store", "resource", "resource_id"),
         Index("ix_events_created_at", "store", "created_at"),
         {

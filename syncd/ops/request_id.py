@@ -3,14 +3,17 @@ is handled, and in the ``X-Request-ID`` answer header.
 
 The id comes from the incoming ``X-Request-ID`` header when it is a short
 plain token (a proxy's id, e.g. nginx's ``$request_id``, so that both logs
-line up); otherwise one is made up. Nothing else from the request is ever
-copied, so a hostile header cannot forge or break a log line.
+line up); otherwise one is made up: 32 hex digits, a random prefix drawn once
+per process and a counter (no system call per request, unlike ``uuid4``).
+Nothing else from the request is ever copied, so a hostile header cannot
+forge or break a log line.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -19,12 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 HEADER = "x-request-id"
 current: ContextVar[str | None] = ContextVar("syncd_request_id", default=None)
 _TOKEN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
 
 
 def accept_or_make(incoming: str | None) -> str:
     if incoming is not None and _TOKEN.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 class RequestIdMiddleware:
