@@ -30,6 +30,7 @@ from syncd.ops.request_id import RequestIdMiddleware
 from syncd.receiver import WebhookEndpoint, error
 from syncd.shoperti.client import ShopertiClient
 from syncd.worker import Worker, backlog
+from syncd.worker_process import ApplyProcess
 
 log = logging.getLogger("syncd.app")
 
@@ -42,7 +43,9 @@ class Daemon:
     engine: Engine
     metrics: Metrics = field(default_factory=Metrics)
     clients: dict[str, ShopertiClient] = field(default_factory=dict)
+    apply_in_process: bool = False
     committer: GroupCommitter = field(init=False)
+    apply_process: ApplyProcess | None = field(init=False, default=None)
     worker: Worker = field(init=False)
     head: str | None = field(init=False)
 
@@ -57,7 +60,15 @@ class Daemon:
                     store=store.name,
                     on_response=self.metrics.api_hook(store.name),
                 )
-        self.worker = Worker(self.engine, self.settings, clients=self.clients, metrics=self.metrics)
+        if self.apply_in_process:
+            self.apply_process = ApplyProcess(self.settings)
+        self.worker = Worker(
+            self.engine,
+            self.settings,
+            clients=self.clients,
+            metrics=self.metrics,
+            apply_step=self.apply_process.apply if self.apply_process else None,
+        )
         self.head = head_revision()
         self.metrics.watch_backlog(lambda: backlog(self.engine), stores=self.settings.stores)
         self.metrics.watch_commits(lambda: self.committer.commits)
@@ -81,8 +92,11 @@ def create_app(
     run_worker: bool = True,
     run_scheduler: bool = True,
     metrics: Metrics | None = None,
+    apply_in_process: bool = False,
 ) -> Starlette:
-    daemon = Daemon(settings, engine, metrics=metrics or Metrics())
+    daemon = Daemon(
+        settings, engine, metrics=metrics or Metrics(), apply_in_process=apply_in_process
+    )
     webhook = WebhookEndpoint(settings, daemon.committer, daemon.metrics, daemon.worker.wake)
 
     async def healthz(_: Request) -> Response:
@@ -130,6 +144,8 @@ def create_app(
             await daemon.committer.stop()
             if run_worker:
                 await daemon.worker.stop()
+            if daemon.apply_process is not None:
+                await asyncio.to_thread(daemon.apply_process.close)
             for client in daemon.clients.values():
                 await client.aclose()
 

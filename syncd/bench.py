@@ -7,7 +7,9 @@ SQLite file in a temporary directory):
    unique events POSTed at a fixed concurrency by a lean HTTP/1.1 load
    generator (raw asyncio streams, keep-alive, pre-encoded requests, so the
    generator costs little of the machine's two cores). Reports acks/s,
-   p50/p95/p99 ack latency and the time until every event is applied.
+   p50/p95/p99 ack latency, the time until every event is applied, and the
+   CPU time per event of the receiving process and of its apply process
+   (steadier than throughput on a shared machine).
 2. **bare**: the same load against a Starlette endpoint on the same uvicorn
    settings that answers 200 without touching a database; the ratio
    syncd / bare says what durability costs.
@@ -15,7 +17,9 @@ SQLite file in a temporary directory):
 4. **backfill**: M simulated orders imported through the API, orders/s and
    peak RSS, next to the time to just download the pages, and the ratio.
 
-Not part of the test run; see README "Performance" for recorded figures.
+The first line times a fixed pure-Python loop, so that figures from two
+machines can be compared. Not part of the test run; see README "Performance"
+for recorded figures.
 """
 
 from __future__ import annotations
@@ -276,15 +280,20 @@ def bench_acks(url: str, bodies: list[bytes], concurrency: int, rate: float) -> 
     path = f"/webhooks/shoperti?token={TOKEN}"
     results: dict[str, Any] = {}
     reset(url)
-    with server([sys.executable, "-m", "syncd", "serve"], env, port):
+    with server([sys.executable, "-m", "syncd", "serve"], env, port) as serving:
         warm = asyncio.run(closed_loop(port, path, bodies[:200], concurrency))
         assert warm.errors == 0, "warm-up failed"
+        apply_pids = process_tree(serving.pid) - {serving.pid}
+        receiver_cpu, apply_cpu = cpu_seconds({serving.pid}), cpu_seconds(apply_pids)
         load = asyncio.run(closed_loop(port, path, bodies[200:], concurrency))
         last_ack = time.perf_counter()
         while pending(url):
             time.sleep(0.05)
         results["acks"] = load
         results["applied_after_last_ack_s"] = time.perf_counter() - last_ack
+        events = len(bodies) - 200
+        results["receiver_cpu_ms"] = (cpu_seconds({serving.pid}) - receiver_cpu) / events * 1e3
+        results["apply_cpu_ms"] = (cpu_seconds(apply_pids) - apply_cpu) / events * 1e3
     reset(url)
     with server([sys.executable, "-m", "syncd", "serve"], env, port):
         steady = bodies[: max(int(rate * 10), 200)]
@@ -388,6 +397,36 @@ def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
     }
 
 
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and its descendants (Linux /proc)."""
+    found = {pid}
+    with contextlib.suppress(FileNotFoundError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found |= process_tree(int(child))
+    return found
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    """User + system CPU time used so far by ``pids`` (those still running)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def reference_loop_s() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this machine runs
+    Python, to compare figures taken on different machines."""
+    started = time.perf_counter()
+    total = 0
+    for number in range(10_000_000):
+        total += number
+    return time.perf_counter() - started
+
+
 def _rss_now_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -414,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         upgrade(url)
         print(
             f"syncd bench on {url.split('@')[-1]} — {os.cpu_count()} cores, "
-            f"Python {sys.version.split()[0]}",
+            f"Python {sys.version.split()[0]}, reference loop {reference_loop_s():.2f} s "
+            "(10M additions; lower is a faster machine)",
             flush=True,
         )
         if not args.skip_acks:
@@ -429,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(
                 f"applied   all events applied {r['applied_after_last_ack_s']:.2f} s "
-                "after the last ack"
+                f"after the last ack; CPU per event: receiver {r['receiver_cpu_ms']:.2f} ms, "
+                f"apply process {r['apply_cpu_ms']:.2f} ms"
             )
             print(
                 f"bare      {bare.rate:,.0f} req/s, p99 {bare.percentile(99):.1f} ms; "

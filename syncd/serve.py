@@ -114,7 +114,9 @@ async def serve(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
         check_schema_at_head(engine)
-        app = create_app(settings, engine)
+        # Applying runs in a child process: it would otherwise share this
+        # process's interpreter lock with the receiver (syncd.worker_process).
+        app = create_app(settings, engine, apply_in_process=True)
         server = build_server(settings, app)
         try:
             await server.serve()

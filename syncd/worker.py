@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -389,11 +389,15 @@ class Worker:
         *,
         clients: Mapping[str, ShopertiClient],
         metrics: Metrics | None = None,
+        apply_step: Callable[[StoreConfig], Awaitable[Report]] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.clients = clients
         self.metrics = metrics
+        # Where a batch is applied: a thread of this process unless told
+        # otherwise (``syncd serve`` uses a child process, syncd.worker_process).
+        self.apply_step = apply_step or self._apply_in_thread
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -448,16 +452,19 @@ class Worker:
             client = self.clients.get(store.name)
             if store.verify == "api" and client is not None:
                 moved += await self.verify(store, client)
-            report = await asyncio.to_thread(
-                apply_pending,
-                self.engine,
-                store,
-                limit=self.settings.worker_batch_size,
-                max_attempts=self.settings.max_attempts,
-            )
+            report = await self.apply_step(store)
             self._observe(store.name, report)
             moved += report.claimed
         return moved
+
+    async def _apply_in_thread(self, store: StoreConfig) -> Report:
+        return await asyncio.to_thread(
+            apply_pending,
+            self.engine,
+            store,
+            limit=self.settings.worker_batch_size,
+            max_attempts=self.settings.max_attempts,
+        )
 
     async def verify(self, store: StoreConfig, client: ShopertiClient) -> int:
         pending = await asyncio.to_thread(

@@ -1596,12 +1596,16 @@ def test_the_claim_takes_the_oldest_events_without_sorting_the_backlog(db: Any) 
         dialect.analyze(conn, [metadata.tables["events"]])
     explain = "EXPLAIN QUERY PLAN " if db.kind == "sqlite" else "EXPLAIN "
 
-    def explained(_conn: Any, _cursor: Any, statement: str, *rest: Any) -> tuple[str, Any]:
-        return explain + statement, rest[0]
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
 
     with db.engine.connect() as conn:
-        sa_event.listen(conn, "before_cursor_execute", explained, retval=True)
-        plan = " ".join(str(row) for row in conn.execute(claim(STORE, utcnow(), 200)))
+        sa_event.listen(conn, "before_cursor_execute", record)
+        conn.execute(claim(STORE, utcnow(), 200)).all()
+        statement, parameters = sent[-1]  # the claim as the driver received it
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + statement, parameters))
         conn.rollback()
     assert "ix_events_queue" in plan, plan
     sorting = {"postgresql": "Sort", "mariadb": "filesort", "sqlite": "TEMP B-TREE"}[db.kind]

@@ -241,3 +241,77 @@ def test_sigterm_mid_burst_exits_0_with_every_acknowledged_event_committed(
     assert [r["event"] for r in records if r["event"] in lifecycle] == list(lifecycle)
     text = "\n".join(log_lines)
     assert SECRET not in text and EMAIL_A not in text
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
+    db: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "SYNCD_DATABASE_URL": db.url,
+        "SYNCD_PORT": str(port),
+        "SYNCD_WEBHOOK_SECRET": SECRET,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncd", "serve"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=base, timeout=10) as client:
+            while True:
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline and process.poll() is None
+                    time.sleep(0.05)
+            for n in range(20):
+                event = order_event(f"evt_child_{n}", f"ord_{n % 4}", items=1 + n % 3)
+                answer = client.post(f"/webhooks/shoperti?token={SECRET}", json=event)
+                assert answer.status_code == 200
+            deadline = time.monotonic() + 30
+            while True:
+                with db.engine.connect() as conn:
+                    pending = conn.scalars(select(Event.id).where(Event.status != "applied")).all()
+                if not pending:
+                    break
+                assert time.monotonic() < deadline, f"still pending: {pending}"
+                time.sleep(0.05)
+            metrics = client.get("/metrics").text
+        # The child's reports reach the daemon's /metrics.
+        applied = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("syncd_events_processed_total{") and 'status="applied"' in line
+        ]
+        assert sum(applied) == 20, metrics
+        workers = [pid for pid in children(process.pid) if alive(pid)]
+        assert workers, "no child process applies the events"
+        process.kill()  # no chance to stop its child
+        process.wait(10)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "the apply process outlived the daemon"
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
