@@ -153,9 +153,11 @@ async def sync_resource(
         seen = int(checkpoint.get("seen", 0))
         found = int(checkpoint.get("found", 0))
     single = "order" if resource == "orders" else "customer"
-    # The next page downloads while this one is written: a queue of two pages
-    # keeps memory bounded and the database busy.
-    pages: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(maxsize=2)
+    # The next batch downloads while this one is written: a queue of a batch's
+    # worth of pages (at 100 a page) keeps memory bounded and the database busy.
+    pages: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(
+        maxsize=max(2, apply_batch // 100)
+    )
 
     async def download() -> None:
         try:
@@ -167,46 +169,48 @@ async def sync_resource(
 
     downloader = asyncio.create_task(download())
     next_analyze = seen + 4 * apply_batch  # then each time the import has doubled
+    batch: list[dict[str, Any]] = []  # snapshots of whole pages, up to apply_batch
+
+    async def store_batch(last: Page) -> None:
+        # One transaction for the batch, its outcomes and the checkpoint after
+        # its last page: a restart resumes right after it.
+        nonlocal seen, found, next_analyze
+        seen_after = seen + len(batch)
+
+        def checkpoint(conn: Connection, added: inbox.Added) -> None:
+            value = None
+            if last.next is not None:
+                value = {
+                    "since": _iso(since),
+                    "cursor": last.next.to_dict(),
+                    "seen": seen_after,
+                    "found": found + len(added.new_ids),
+                }
+            write_state_on(conn, store.name, checkpoint_name, value)
+
+        added = await asyncio.to_thread(
+            add_and_apply, engine, store, batch, source="backfill", also=checkpoint
+        )
+        seen = seen_after
+        found += len(added.new_ids)
+        batch.clear()
+        if seen >= next_analyze:
+            await asyncio.to_thread(_analyze, engine)
+            next_analyze = seen * 2
+        if progress is not None:
+            progress(resource, seen, last.total)
+
     try:
+        last: Page | None = None
         while (page := await pages.get()) is not None:
             if isinstance(page, BaseException):
                 raise page
-            snapshots = [wire.snapshot_event(single, item) for item in page.items]
-            seen_after = seen + len(snapshots)
-
-            def checkpoint_page(
-                conn: Connection,
-                added: inbox.Added,
-                page: Page = page,
-                seen: int = seen_after,
-                found: int = found,
-            ) -> None:
-                # Commits with the page's events: a restart resumes after this page.
-                value = None
-                if page.next is not None:
-                    value = {
-                        "since": _iso(since),
-                        "cursor": page.next.to_dict(),
-                        "seen": seen,
-                        "found": found + len(added.new_ids),
-                    }
-                write_state_on(conn, store.name, checkpoint_name, value)
-
-            added = await asyncio.to_thread(
-                add_and_apply,
-                engine,
-                store,
-                snapshots,
-                source="backfill",
-                also=checkpoint_page,
-            )
-            seen = seen_after
-            found += len(added.new_ids)
-            if seen >= next_analyze:
-                await asyncio.to_thread(_analyze, engine)
-                next_analyze = seen * 2
-            if progress is not None:
-                progress(resource, seen, page.total)
+            batch.extend(wire.snapshot_event(single, item) for item in page.items)
+            last = page
+            if len(batch) >= apply_batch:
+                await store_batch(page)
+        if last is not None and (batch or last.next is not None):
+            await store_batch(last)
     finally:
         downloader.cancel()
         await asyncio.gather(downloader, return_exceptions=True)

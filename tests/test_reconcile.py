@@ -251,6 +251,7 @@ def test_backfill_interrupted_half_way_resumes_without_duplicates(db: TestDataba
                         resource,
                         None,  # type: ignore[arg-type]
                         progress=progress,
+                        apply_batch=100,  # a transaction and a checkpoint per page
                     )
 
         with pytest.raises(Interrupt):
@@ -277,7 +278,9 @@ def test_backfill_command_killed_and_run_again(sqlite_db: TestDatabase, tmp_path
     db = sqlite_db
     faults = Faults(api_slow_rate=1.0, api_slow_seconds=0.15)
     with rig(db, webhooks=False, faults=faults) as r:
-        r.store.generate_history(orders=800, days=30)
+        # More orders than one apply batch (1,000), so that a checkpoint
+        # commits while the listing is still under way.
+        r.store.generate_history(orders=2500, days=30)
         env = {**os.environ, **env_for(db, r.store.api_url)}
         command = [sys.executable, "-m", "syncd", "backfill"]
         first = subprocess.Popen(
