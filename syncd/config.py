@@ -74,7 +74,7 @@ class Settings:
     event_retention: float = 30 * 86400.0
     max_body_bytes: int = 1_048_576
     body_timeout: float = 10.0
-    worker_batch_size: int = 200
+    worker_batch_size: int = 500
     worker_poll_interval: float = 2.0
     worker_linger: float = 0.05
     max_attempts: int = 8
@@ -140,7 +140,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         event_retention=env.number("SYNCD_EVENT_RETENTION", 30 * 86400.0, low=1),
         max_body_bytes=env.integer("SYNCD_MAX_BODY_BYTES", 1_048_576, low=1),
         body_timeout=env.number("SYNCD_BODY_TIMEOUT", 10.0, low=0.1),
-        worker_batch_size=env.integer("SYNCD_WORKER_BATCH_SIZE", 200, low=1, high=10_000),
+        worker_batch_size=env.integer("SYNCD_WORKER_BATCH_SIZE", 500, low=1, high=10_000),
         max_attempts=env.integer("SYNCD_MAX_ATTEMPTS", 8, low=1, high=1000),
         verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
         shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
