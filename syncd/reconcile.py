@@ -10,9 +10,9 @@ always read from ``sync_state``, never worked out ad hoc.
   events cursor yet, when the cursor is older than the API's event
   retention, and by ``syncd backfill``. Each listed version becomes a
   snapshot event (``source='backfill'``) — the same inbox rows and apply
-  rules as webhooks, never a second write path; a page is stored and applied
-  in one transaction. A checkpoint per page makes an interrupted sync resume
-  where it stopped.
+  rules as webhooks, never a second write path. A batch of pages (1,000
+  versions) is stored and applied in one transaction with a checkpoint after
+  its last page, so an interrupted sync resumes right after it.
 
 Only one process reconciles a store at a time (:func:`exclusive`).
 """
@@ -209,8 +209,8 @@ async def sync_resource(
             last = page
             if len(batch) >= apply_batch:
                 await store_batch(page)
-        if last is not None and (batch or last.next is not None):
-            await store_batch(last)
+        if batch and last is not None:
+            await store_batch(last)  # the rest
     finally:
         downloader.cancel()
         await asyncio.gather(downloader, return_exceptions=True)

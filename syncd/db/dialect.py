@@ -90,10 +90,6 @@ def configure_engine(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         from psycopg.types.json import set_json_loads
 
-        # Many-row INSERTs as one multi-VALUES statement per 1,000 rows instead
-        # of one pipelined statement per row: less work for psycopg and the server.
-        engine.dialect.use_insertmanyvalues_wo_returning = True
-
         @event.listens_for(engine, "connect")
         def _postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
             # psycopg decodes JSONB itself; orjson does it several times faster.
