@@ -36,18 +36,21 @@ log = logging.getLogger("syncd.worker")
 _engine: Engine | None = None  # the child's own engine
 
 
-def _start_child(database_url: str, log_level: str, hidden: list[str]) -> None:
+def _start_child(database_url: str, log_level: str, hidden: list[str], parent: int) -> None:
+    """Set the child up. ``parent`` is the daemon's pid as the daemon saw it:
+    read here, after a start that takes a second, it could already be init's
+    (a daemon killed meanwhile) and the child would wait for a death that
+    already happened, forever."""
     global _engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), name="syncd-orphan", daemon=True).start()
     from syncd.db.engine import make_engine
     from syncd.ops import logs
 
     logs.setup(log_level)
     logs.hide(hidden)
     _engine = make_engine(database_url)
-    parent = os.getppid()
-    threading.Thread(target=_exit_with, args=(parent,), name="syncd-orphan", daemon=True).start()
 
 
 def _exit_with(parent: int) -> None:
@@ -75,7 +78,7 @@ class ApplyProcess:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_child,
-            initargs=(settings.database_url, settings.log_level, settings.secrets()),
+            initargs=(settings.database_url, settings.log_level, settings.secrets(), os.getpid()),
         )
 
     async def apply(self, store: StoreConfig) -> Report:

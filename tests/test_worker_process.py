@@ -5,8 +5,11 @@ dies is replaced without losing its batch."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
+import subprocess
+import time
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 from sqlalchemy import select
 from test_apply import STORE, deliver, order_event, snapshot
 
+from syncd import worker_process
 from syncd.config import load_settings
 from syncd.db.models import Event
 from syncd.worker import apply_pending
@@ -66,3 +70,25 @@ def test_a_killed_child_is_replaced_and_its_batch_is_still_pending(db: Any) -> N
     finally:
         process.close()
     assert statuses(db) == {"evt_first": "applied", "evt_after": "applied"}
+
+
+def _start_then_wait(url: str, parent: int) -> None:
+    worker_process._start_child(url, "WARNING", [], parent)
+    time.sleep(60)  # only the watchdog can end this process early
+
+
+def test_a_child_whose_daemon_died_before_it_started_exits_by_itself(sqlite_db: Any) -> None:
+    # The daemon was killed while the child was still starting: the pid the
+    # child must watch is the daemon's, given by the daemon, long gone.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_start_then_wait, args=(sqlite_db.url, gone.pid)
+    )
+    child.start()
+    child.join(20)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child outlived the daemon it was told to watch"
+    assert child.exitcode == 0
