@@ -295,14 +295,22 @@ def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
                     break
                 assert time.monotonic() < deadline, f"still pending: {pending}"
                 time.sleep(0.05)
-            metrics = client.get("/metrics").text
-        # The child's reports reach the daemon's /metrics.
-        applied = [
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.splitlines()
-            if line.startswith("syncd_events_processed_total{") and 'status="applied"' in line
-        ]
-        assert sum(applied) == 20, metrics
+
+            def applied_in_metrics() -> float:
+                return sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in client.get("/metrics").text.splitlines()
+                    if line.startswith("syncd_events_processed_total{")
+                    and 'status="applied"' in line
+                )
+
+            # The child's reports reach the daemon's /metrics, just after its
+            # commit (the database can show the batch a moment before).
+            deadline = time.monotonic() + 10
+            while (applied := applied_in_metrics()) < 20:
+                assert time.monotonic() < deadline, f"{applied} applied in /metrics"
+                time.sleep(0.05)
+            assert applied == 20
         workers = [pid for pid in children(process.pid) if alive(pid)]
         assert workers, "no child process applies the events"
         process.kill()  # no chance to stop its child
