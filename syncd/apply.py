@@ -251,7 +251,9 @@ def write(conn: Connection, batch: Batch, now: datetime) -> None:
     """
     _write_customers(conn, batch, now)
     _write_orders(conn, batch, now)
-    dialect.insert_ignoring_duplicates(conn, history, batch.history)
+    # A history row is keyed by its event, and an event is applied once
+    # (a replay or a retry may meet its row again: those are skipped).
+    dialect.insert_ignoring_duplicates(conn, history, batch.history, expect_new=True)
 
 
 def _stored_versions(
@@ -289,9 +291,10 @@ def _winners(
     store: str,
     offered: Mapping[str, tuple[Version, Any]],
     deleted: set[str],
-) -> tuple[list[tuple[Version, Any, bool]], set[str]]:
+) -> tuple[list[tuple[Version, Any, bool]], set[str], set[str]]:
     """The offered versions newer than the stored ones (with their deleted
-    flag), and the ids whose stored row only needs ``deleted`` set."""
+    flag), the ids whose stored row only needs ``deleted`` set, and the ids
+    of the winners that have a stored row."""
     ids = sorted(set(offered) | deleted)
     stored = _stored_versions(conn, table, store, ids)
     winners = []
@@ -310,11 +313,13 @@ def _winners(
     if missing:
         # A deletion for a resource never seen: keep a row saying so.
         flag_only |= missing
-    return winners, flag_only
+    return winners, flag_only, winning & set(stored)
 
 
 def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
-    winners, flag_only = _winners(conn, orders, batch.store, batch.orders, batch.deleted_orders)
+    winners, flag_only, stored = _winners(
+        conn, orders, batch.store, batch.orders, batch.deleted_orders
+    )
     store = batch.store
     rows, items, addresses = [], [], []
     for version, order, is_deleted in winners:
@@ -373,17 +378,15 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
                 addresses.append(
                     {"store": store, "order_id": order.id, "kind": kind, **address.columns()}
                 )
-    ids = [row["id"] for row in rows]
-    _replace_children(conn, line_items, line_items.c.order_id, store, ids, items)
-    _replace_children(conn, order_addresses, order_addresses.c.order_id, store, ids, addresses)
-    dialect.upsert(
-        conn, orders, rows, update=[c for c in rows[0] if c not in ("store", "id")] if rows else []
-    )
+    replaced = sorted(stored)
+    _replace_children(conn, line_items, line_items.c.order_id, store, replaced, items)
+    _replace_children(conn, order_addresses, order_addresses.c.order_id, store, replaced, addresses)
+    _write_rows(conn, orders, rows, stored)
     _flag_deleted(conn, orders, store, flag_only, now)
 
 
 def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
-    winners, flag_only = _winners(
+    winners, flag_only, stored = _winners(
         conn, customers, batch.store, batch.customers, batch.deleted_customers
     )
     store = batch.store
@@ -421,17 +424,25 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
                     **saved.address.columns(),
                 }
             )
-    ids = [row["id"] for row in rows]
     _replace_children(
-        conn, customer_addresses, customer_addresses.c.customer_id, store, ids, addresses
+        conn, customer_addresses, customer_addresses.c.customer_id, store, sorted(stored), addresses
     )
-    dialect.upsert(
-        conn,
-        customers,
-        rows,
-        update=[c for c in rows[0] if c not in ("store", "id")] if rows else [],
-    )
+    _write_rows(conn, customers, rows, stored)
     _flag_deleted(conn, customers, store, flag_only, now)
+
+
+def _write_rows(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], stored: set[str]
+) -> None:
+    """Upsert the winning rows: those with a stored row overwrite it; the
+    others are new (the store's apply lock keeps it so until commit), and
+    PostgreSQL takes those faster as a plain COPY."""
+    if not rows:
+        return
+    update = [column for column in rows[0] if column not in ("store", "id")]
+    dialect.upsert(conn, table, [row for row in rows if row["id"] in stored], update=update)
+    fresh = [row for row in rows if row["id"] not in stored]
+    dialect.upsert(conn, table, fresh, update=update, expect_new=True)
 
 
 def _event_time(version: Version) -> datetime | None:
@@ -447,6 +458,8 @@ def _replace_children(
     parent_ids: list[str],
     rows: list[dict[str, Any]],
 ) -> None:
+    """Delete the children of ``parent_ids`` (the parents that had a stored
+    row: a new parent has no children yet) and insert ``rows``."""
     for start in range(0, len(parent_ids), 500):
         conn.execute(
             delete(table).where(table.c.store == store, parent.in_(parent_ids[start : start + 500]))

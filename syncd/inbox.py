@@ -61,9 +61,10 @@ def event_row(
     }
 
 
-def put(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert event rows; ids already in the inbox are left as they are."""
-    dialect.insert_ignoring_duplicates(conn, events_table, rows)
+def put(conn: Connection, rows: Sequence[dict[str, Any]], *, expect_new: bool = False) -> None:
+    """Insert event rows; ids already in the inbox are left as they are.
+    ``expect_new``: the ids were checked to be absent (:func:`fresh_events`)."""
+    dialect.insert_ignoring_duplicates(conn, events_table, rows, expect_new=expect_new)
 
 
 def known_ids(conn: Connection, store: str, ids: Iterable[str]) -> set[str]:
@@ -104,7 +105,8 @@ def add_events(
     now = utcnow()
     with engine.begin() as conn:
         fresh = fresh_events(conn, store, events)
-        put(conn, [event_row(store, e, source=source, verified=verified, now=now) for e in fresh])
+        rows = [event_row(store, e, source=source, verified=verified, now=now) for e in fresh]
+        put(conn, rows, expect_new=True)
         added = Added(new_ids=[e.id for e in fresh], seen=len(events))
         if also is not None:
             also(conn, added)

@@ -135,7 +135,7 @@ def add_and_apply(
             else:
                 row.update(status=outcome.status, processed_at=now)
             rows.append(row)
-        inbox.put(conn, rows)
+        inbox.put(conn, rows, expect_new=True)
         added = inbox.Added(new_ids=[event.id for event in fresh], seen=len(events_in))
         if also is not None:
             also(conn, added)

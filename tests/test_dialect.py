@@ -108,7 +108,8 @@ def test_many_rows_keep_exact_types_and_conflict_rules(db: TestDatabase) -> None
     later = _order_rows(count, when + timedelta(hours=1), total=Decimal("0.0001"))
     columns = [name for name in first[0] if name not in ("store", "id")]
     with db.engine.begin() as conn:
-        dialect.upsert(conn, orders, first, update=columns)
+        # Into an empty table: PostgreSQL COPYs these straight in.
+        dialect.upsert(conn, orders, first, update=columns, expect_new=True)
     with db.engine.begin() as conn:
         # A key twice in one call: the last row wins, as row by row.
         dialect.upsert(conn, orders, [*later[:-1], {**later[0], "number": 999}], update=columns)
@@ -123,3 +124,28 @@ def test_many_rows_keep_exact_types_and_conflict_rules(db: TestDatabase) -> None
     assert untouched.total == Decimal("1234567890.1234") + count - 1
     assert untouched.raw == {"id": untouched.id, "note": "frágil \ufffd", "n": [1, None]}
     assert untouched.updated_at == when
+
+
+def test_rows_expected_new_that_are_not_follow_the_conflict_rules(db: TestDatabase) -> None:
+    # A caller that believed its keys new and was wrong (a row written in the
+    # meantime) gets what the ordinary path gives, in the same transaction.
+    from syncd.db.models import Order
+
+    orders = Order.__table__
+    count = dialect.STAGED_MIN_ROWS + 6
+    when = datetime(2026, 11, 27, 18, 4, 5, tzinfo=UTC)
+    first = _order_rows(count, when)
+    later = _order_rows(count, when + timedelta(hours=1), total=Decimal("0.0001"))
+    columns = [name for name in first[0] if name not in ("store", "id")]
+    with db.engine.begin() as conn:
+        dialect.upsert(conn, orders, first[:10], update=columns)
+    with db.engine.begin() as conn:
+        dialect.upsert(conn, orders, later, update=columns, expect_new=True)
+        dialect.insert_ignoring_duplicates(conn, orders, first, expect_new=True)
+        assert conn.execute(select(orders.c.id).where(orders.c.id == "o000")).scalar() == "o000"
+    with db.engine.connect() as conn:
+        rows = list(conn.execute(select(orders.c.total, orders.c.updated_at)))
+    assert len(rows) == count
+    assert {(row.total, row.updated_at) for row in rows} == {
+        (Decimal("0.0001"), when + timedelta(hours=1))
+    }
