@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from syncd.db.dictionary import render
 from syncd.db.engine import alembic_config, check_schema_at_head, head_revision, make_engine
@@ -67,3 +67,29 @@ def test_every_table_and_column_has_a_comment() -> None:
 def test_data_dictionary_is_current() -> None:
     committed = (ROOT / "docs" / "data-dictionary.md").read_text(encoding="utf-8")
     assert committed == render(), "run: syncd db dictionary > docs/data-dictionary.md"
+
+
+def test_postgresql_compresses_the_json_columns_with_lz4(
+    fresh_database: Callable[[str], str],
+) -> None:
+    url = fresh_database("postgresql")
+    config = alembic_config(url)
+    engine = make_engine(url)
+    query = text(
+        "SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute "
+        "WHERE (attrelid, attname) IN (('events'::regclass, 'payload'), "
+        "('orders'::regclass, 'raw'), ('customers'::regclass, 'raw'))"
+    )
+    try:
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            assert dict(conn.execute(query).all()) == {
+                "events.payload": "l",
+                "orders.raw": "l",
+                "customers.raw": "l",
+            }
+        command.downgrade(config, "0002")
+        with engine.connect() as conn:
+            assert set(dict(conn.execute(query).all()).values()) == {""}
+    finally:
+        engine.dispose()
