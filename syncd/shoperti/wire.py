@@ -12,8 +12,9 @@ It never touches the network or the database.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -23,7 +24,8 @@ import orjson
 from syncd.errors import WireError
 
 MAX_MONEY_DECIMALS = 4
-_MONEY_LIMIT = Decimal(10) ** 15
+MAX_MONEY_INTEGER_DIGITS = 15
+_MONEY_LIMIT = Decimal(10) ** MAX_MONEY_INTEGER_DIGITS
 
 ORDER_EVENTS = frozenset(
     {
@@ -56,8 +58,21 @@ def ident(value: Any, field: str) -> str | None:
     raise WireError(f"{field}: expected an id (string or integer)")
 
 
+# The common spelling of an amount ("389.00"): within range and the allowed
+# decimals as it stands, so nothing more needs checking.
+_PLAIN_AMOUNT = re.compile(
+    rf"-?[0-9]{{1,{MAX_MONEY_INTEGER_DIGITS}}}(?:\.[0-9]{{1,{MAX_MONEY_DECIMALS}}})?"
+)
+
+
 def money(value: Any, field: str) -> Decimal | None:
     """An exact amount from a decimal string or a JSON number."""
+    if value.__class__ is str and _PLAIN_AMOUNT.fullmatch(value):
+        return Decimal(value)
+    return _amount(value, field)
+
+
+def _amount(value: Any, field: str) -> Decimal | None:
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -328,25 +343,18 @@ class Address:
         return {name: getattr(self, name) for name in ADDRESS_FIELDS}
 
 
-ADDRESS_FIELDS = (
-    "first_name",
-    "last_name",
-    "company",
-    "address1",
-    "address2",
-    "city",
-    "province",
-    "zip",
-    "country_code",
-    "phone",
-)
+ADDRESS_FIELDS = tuple(field.name for field in fields(Address))  # in the order Address takes
 
 
 def parse_address(value: Any, field: str) -> Address | None:
     obj = _object(value, field)
     if obj is None:
         return None
-    return Address(**{name: text(obj.get(name), f"{field}.{name}") for name in ADDRESS_FIELDS})
+    values = [obj.get(name) for name in ADDRESS_FIELDS]
+    for index, item in enumerate(values):
+        if item is not None and item.__class__ is not str:  # most are text already
+            values[index] = text(item, f"{field}.{ADDRESS_FIELDS[index]}")
+    return Address(*values)
 
 
 @dataclass(frozen=True)
