@@ -424,6 +424,10 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
                     **saved.address.columns(),
                 }
             )
+    # A customer's addresses may name one id twice (ids are optional on the
+    # wire and default to the position): the last one is kept. Line items
+    # cannot (the wire parser refuses that), nor order addresses (one per kind).
+    addresses = _unique_by_key(customer_addresses, addresses)
     _replace_children(
         conn, customer_addresses, customer_addresses.c.customer_id, store, sorted(stored), addresses
     )
@@ -465,9 +469,7 @@ def _replace_children(
             delete(table).where(table.c.store == store, parent.in_(parent_ids[start : start + 500]))
         )
     if rows:
-        # Two items with one id in one version would collide; the wire parser
-        # refuses those for line items, and addresses keep the last.
-        dialect.insert_rows(conn, table, _unique_by_key(table, rows))
+        dialect.insert_rows(conn, table, rows)
 
 
 def _unique_by_key(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
