@@ -264,7 +264,7 @@ def _stored_versions(
     source = table.outerjoin(
         events, and_(events.c.store == table.c.store, events.c.id == table.c.last_event_id)
     )
-    for start in range(0, len(ids), 500):
+    for ids_in in dialect.key_in(conn, table.c.id, ids):
         rows = conn.execute(
             select(
                 table.c.id,
@@ -275,7 +275,7 @@ def _stored_versions(
                 events.c.type,
             )
             .select_from(source)
-            .where(table.c.store == store, table.c.id.in_(ids[start : start + 500]))
+            .where(table.c.store == store, ids_in)
         )
         for row in rows:
             nested = table is customers and (row.type or "").startswith("order.")
@@ -464,10 +464,8 @@ def _replace_children(
 ) -> None:
     """Delete the children of ``parent_ids`` (the parents that had a stored
     row: a new parent has no children yet) and insert ``rows``."""
-    for start in range(0, len(parent_ids), 500):
-        conn.execute(
-            delete(table).where(table.c.store == store, parent.in_(parent_ids[start : start + 500]))
-        )
+    for parents_in in dialect.key_in(conn, parent, parent_ids):
+        conn.execute(delete(table).where(table.c.store == store, parents_in))
     if rows:
         dialect.insert_rows(conn, table, rows)
 

@@ -68,16 +68,10 @@ def put(conn: Connection, rows: Sequence[dict[str, Any]], *, expect_new: bool = 
 
 
 def known_ids(conn: Connection, store: str, ids: Iterable[str]) -> set[str]:
-    wanted = list(dict.fromkeys(ids))
     found: set[str] = set()
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
+    for ids_in in dialect.key_in(conn, events_table.c.id, list(dict.fromkeys(ids))):
         found.update(
-            conn.scalars(
-                select(events_table.c.id).where(
-                    events_table.c.store == store, events_table.c.id.in_(chunk)
-                )
-            )
+            conn.scalars(select(events_table.c.id).where(events_table.c.store == store, ids_in))
         )
     return found
 

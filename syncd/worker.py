@@ -243,12 +243,13 @@ def _set_outcomes(
     groups: Mapping[tuple[str, str | None], list[str]],
     **values: Any,
 ) -> None:
-    """One UPDATE per (status, error) group of event ids, 500 ids at a time."""
+    """One UPDATE per (status, error) group of event ids (and per 500 ids
+    where IN lists are used)."""
     for (status, error), ids in groups.items():
-        for start in range(0, len(ids), 500):
+        for ids_in in dialect.key_in(conn, events.c.id, ids):
             conn.execute(
                 update(events)
-                .where(events.c.store == store, events.c.id.in_(ids[start : start + 500]))
+                .where(events.c.store == store, ids_in)
                 .values(status=status, last_error=error, **values)
             )
 
