@@ -293,8 +293,8 @@ def _winners(
     deleted: set[str],
 ) -> tuple[list[tuple[Version, Any, bool]], set[str], set[str]]:
     """The offered versions newer than the stored ones (with their deleted
-    flag), the ids whose stored row only needs ``deleted`` set, and the ids
-    of the winners that have a stored row."""
+    flag), the ids that only need ``deleted`` set (a placeholder row where
+    none is stored), and the ids, of all these, that have a stored row."""
     ids = sorted(set(offered) | deleted)
     stored = _stored_versions(conn, table, store, ids)
     winners = []
@@ -313,11 +313,11 @@ def _winners(
     if missing:
         # A deletion for a resource never seen: keep a row saying so.
         flag_only |= missing
-    return winners, flag_only, winning & set(stored)
+    return winners, flag_only, set(stored)
 
 
 def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
-    winners, flag_only, stored = _winners(
+    winners, flag_only, known = _winners(
         conn, orders, batch.store, batch.orders, batch.deleted_orders
     )
     store = batch.store
@@ -378,15 +378,15 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
                 addresses.append(
                     {"store": store, "order_id": order.id, "kind": kind, **address.columns()}
                 )
-    replaced = sorted(stored)
+    replaced = sorted(row["id"] for row in rows if row["id"] in known)
     _replace_children(conn, line_items, line_items.c.order_id, store, replaced, items)
     _replace_children(conn, order_addresses, order_addresses.c.order_id, store, replaced, addresses)
-    _write_rows(conn, orders, rows, stored)
-    _flag_deleted(conn, orders, store, flag_only, now)
+    _write_rows(conn, orders, rows, known)
+    _flag_deleted(conn, orders, store, flag_only, known, now)
 
 
 def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
-    winners, flag_only, stored = _winners(
+    winners, flag_only, known = _winners(
         conn, customers, batch.store, batch.customers, batch.deleted_customers
     )
     store = batch.store
@@ -428,15 +428,16 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
     # wire and default to the position): the last one is kept. Line items
     # cannot (the wire parser refuses that), nor order addresses (one per kind).
     addresses = _unique_by_key(customer_addresses, addresses)
+    replaced = sorted(row["id"] for row in rows if row["id"] in known)
     _replace_children(
-        conn, customer_addresses, customer_addresses.c.customer_id, store, sorted(stored), addresses
+        conn, customer_addresses, customer_addresses.c.customer_id, store, replaced, addresses
     )
-    _write_rows(conn, customers, rows, stored)
-    _flag_deleted(conn, customers, store, flag_only, now)
+    _write_rows(conn, customers, rows, known)
+    _flag_deleted(conn, customers, store, flag_only, known, now)
 
 
 def _write_rows(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], stored: set[str]
+    conn: Connection, table: Table, rows: list[dict[str, Any]], known: set[str]
 ) -> None:
     """Upsert the winning rows: those with a stored row overwrite it; the
     others are new (the store's apply lock keeps it so until commit), and
@@ -444,8 +445,8 @@ def _write_rows(
     if not rows:
         return
     update = [column for column in rows[0] if column not in ("store", "id")]
-    dialect.upsert(conn, table, [row for row in rows if row["id"] in stored], update=update)
-    fresh = [row for row in rows if row["id"] not in stored]
+    dialect.upsert(conn, table, [row for row in rows if row["id"] in known], update=update)
+    fresh = [row for row in rows if row["id"] not in known]
     dialect.upsert(conn, table, fresh, update=update, expect_new=True)
 
 
@@ -475,17 +476,15 @@ def _unique_by_key(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, A
     return list({tuple(row[name] for name in key): row for row in rows}.values())
 
 
-def _flag_deleted(conn: Connection, table: Table, store: str, ids: set[str], now: datetime) -> None:
-    if not ids:
-        return
-    existing = set(
-        conn.scalars(select(table.c.id).where(table.c.store == store, table.c.id.in_(sorted(ids))))
-    )
-    if existing:
+def _flag_deleted(
+    conn: Connection, table: Table, store: str, ids: set[str], known: set[str], now: datetime
+) -> None:
+    """Set ``deleted`` on the stored rows of ``ids`` (``known``: the ids with a
+    stored row, as read under the apply lock) and add a placeholder row for
+    the others."""
+    for ids_in in dialect.key_in(conn, table.c.id, sorted(ids & known)):
         conn.execute(
-            update(table)
-            .where(table.c.store == store, table.c.id.in_(sorted(existing)))
-            .values(deleted=True, synced_at=now)
+            update(table).where(table.c.store == store, ids_in).values(deleted=True, synced_at=now)
         )
     placeholders = [
         {
@@ -495,7 +494,7 @@ def _flag_deleted(conn: Connection, table: Table, store: str, ids: set[str], now
             "raw": {"id": resource_id},
             "synced_at": now,
         }
-        for resource_id in sorted(ids - existing)
+        for resource_id in sorted(ids - known)
     ]
     if placeholders:
         conn.execute(table.insert(), placeholders)

@@ -403,7 +403,6 @@ def analyze(conn: Connection, tables: Sequence[Table]) -> None:
     """Refresh the planner's statistics. A bulk import grows the tables faster
     than autovacuum looks at them; with stale numbers PostgreSQL scans a whole
     table for a handful of keys, and every page of the import gets slower."""
-    names = [table.name for table in tables]
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("ANALYZE")
     elif conn.dialect.name == "postgresql":
@@ -415,7 +414,7 @@ def analyze(conn: Connection, tables: Sequence[Table]) -> None:
             columns = ", ".join(f'"{name}"' for name in _indexed_columns(table))
             conn.exec_driver_sql(f'ANALYZE "{table.name}" ({columns})')
     else:
-        conn.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{name}`" for name in names))
+        conn.exec_driver_sql("ANALYZE TABLE " + ", ".join(f"`{table.name}`" for table in tables))
 
 
 def _indexed_columns(table: Table) -> list[str]:
