@@ -7,10 +7,14 @@ version of each order and customer in the batch, read the stored versions
 in one query per table, write only the versions that are newer, with
 multi-row statements.
 
-Versions order by the resource's ``updated_at``, then the event's
-``created_at``, then the event id — a total order, so applying any set of
-events in any order gives the same rows. Deletion is sticky: once any event
-says an order or customer is deleted, ``deleted`` stays true.
+Versions order by the resource's ``updated_at``, then when the copy is
+known to be current (a Shoperti event's ``created_at``; a snapshot's read
+time less a clock margin), then Shoperti's events before syncd's snapshots
+(:class:`Version`, docs/apply-rules.md) — a total order, so applying any set
+of events in any order gives the same rows. A tie that only the event ids
+would decide is sent to reconcile, which fetches the current copy. Deletion
+is sticky: once any event says an order or customer is deleted, ``deleted``
+stays true.
 
 This module makes no network calls and knows no dialect.
 """
@@ -21,8 +25,8 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Integer, Table, and_, delete, select, update
 from sqlalchemy.engine import Connection
@@ -35,6 +39,7 @@ from syncd.db.models import Order as OrderRow
 from syncd.db.models import OrderAddress as OrderAddressRow
 from syncd.db.models import OrderLineItem as LineItemRow
 from syncd.db.models import OrderStatusHistory as HistoryRow
+from syncd.db.models import RefreshRequest as RefreshRow
 from syncd.errors import WireError
 from syncd.shoperti import wire
 
@@ -47,6 +52,7 @@ customers: Table = CustomerRow.__table__  # type: ignore[assignment]
 customer_addresses: Table = CustomerAddressRow.__table__  # type: ignore[assignment]
 history: Table = HistoryRow.__table__  # type: ignore[assignment]
 events: Table = EventRow.__table__  # type: ignore[assignment]
+refresh_requests: Table = RefreshRow.__table__  # type: ignore[assignment]
 
 EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -59,19 +65,80 @@ IGNORED: dict[str, str] = {
     "checkout.updated": "abandoned checkouts are not normalized",
 }
 
-# (resource updated_at, event created_at, rank, event id). The rank breaks a
-# tie between a customer's own event (OWN) and a copy nested in an order
-# (NESTED) that claim the same updated_at and event time: the nested copy may
-# be the customer as it stood when the order last changed, within the same
-# whole second as a later change of the customer.
-Version = tuple[datetime, datetime, int, str]
+# How far our clock and the platform's may disagree, plus the whole second
+# the platform's event times are truncated to. A snapshot read at R is known
+# to hold every change made before R - SNAPSHOT_MARGIN on the platform's clock.
+SNAPSHOT_MARGIN = timedelta(seconds=2)
+
 OWN, NESTED = 1, 0
+EVENT, SNAPSHOT = 1, 0
+
+
+class Version(NamedTuple):
+    """Where one copy of an order or customer stands in the version order
+    (docs/apply-rules.md): tuples compare field by field, newest last.
+
+    - ``updated_at``: the resource's own time of its last change.
+    - ``as_of``: when the copy is known to be current: a Shoperti event's
+      ``created_at``; for a snapshot, its read time minus SNAPSHOT_MARGIN.
+    - ``kind``: at an equal ``as_of``, Shoperti's event (EVENT) is worth
+      more than a copy syncd read (SNAPSHOT).
+    - ``rank``: a customer's own event (OWN) is worth more than a copy of
+      it nested in an order (NESTED), which may be the customer as it stood
+      when the order last changed.
+    - ``event_id``: only when all else is equal, so that the order is total
+      and replay gives the same tables. Two versions that meet here, or
+      whose order is otherwise a guess (:meth:`undecided`), with different
+      content, are a tie nothing stored can decide: apply asks reconcile to
+      fetch the current copy (``refresh_requests``).
+    """
+
+    updated_at: datetime
+    as_of: datetime
+    kind: int
+    rank: int
+    event_id: str
+
+    @property
+    def event_at(self) -> datetime | None:
+        """The time of the event this version came from (None: unknown)."""
+        if self.as_of == EPOCH:
+            return None
+        return self.as_of + SNAPSHOT_MARGIN if self.kind == SNAPSHOT else self.as_of
+
+    def undecided(self, other: Version) -> bool:
+        """Whether the order of this version and ``other``, both about the
+        same resource with the same ``updated_at``, is only a guess: two of
+        Shoperti's events of the same time, or an event and a snapshot read
+        within SNAPSHOT_MARGIN of it. (A snapshot read well before or after
+        the event, and two snapshots, are ordered for certain.)"""
+        if self.rank != OWN or other.rank != OWN or self.updated_at != other.updated_at:
+            return False
+        if self.event_id == other.event_id or self.as_of == EPOCH or other.as_of == EPOCH:
+            return False
+        if self.kind == other.kind:
+            return self.kind == EVENT and self.as_of == other.as_of
+        snapshot, event = (self, other) if self.kind == SNAPSHOT else (other, self)
+        return timedelta(0) <= event.as_of - snapshot.as_of < 2 * SNAPSHOT_MARGIN
+
+    def refresh_after(self, other: Version) -> datetime:
+        """When a copy read from the API is newer than both versions for certain."""
+        times = [at for at in (self.event_at, other.event_at) if at is not None]
+        return max(times) + SNAPSHOT_MARGIN + timedelta(seconds=1)
 
 
 def version_of(
-    updated_at: datetime | None, event_at: datetime | None, event_id: str, rank: int = OWN
+    updated_at: datetime | None,
+    event_at: datetime | None,
+    event_id: str,
+    rank: int = OWN,
+    *,
+    snapshot: bool = False,
 ) -> Version:
-    return (updated_at or EPOCH, event_at or EPOCH, rank, event_id)
+    as_of = event_at or EPOCH
+    if snapshot and event_at is not None:
+        as_of = event_at - SNAPSHOT_MARGIN
+    return Version(updated_at or EPOCH, as_of, SNAPSHOT if snapshot else EVENT, rank, event_id)
 
 
 @dataclass
@@ -84,28 +151,40 @@ class Batch:
     deleted_orders: set[str] = field(default_factory=set)
     deleted_customers: set[str] = field(default_factory=set)
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Per resource, the ids whose newest version the events at hand cannot
+    # decide (:meth:`Version.undecided`), with when a fresh copy would.
+    ties: dict[str, dict[str, datetime]] = field(
+        default_factory=lambda: {"order": {}, "customer": {}}
+    )
 
     def offer_order(self, version: Version, order: wire.Order) -> None:
-        held = self.orders.get(order.id)
-        if held is None or version > held[0]:
-            self.orders[order.id] = (version, order)
+        self._offer(self.orders, "order", version, order)
 
     def offer_customer(self, version: Version, customer: wire.Customer) -> None:
-        held = self.customers.get(customer.id)
-        if held is None or version > held[0]:
-            self.customers[customer.id] = (version, customer)
+        self._offer(self.customers, "customer", version, customer)
+
+    def _offer(self, held: dict[str, Any], resource: str, version: Version, item: Any) -> None:
+        before = held.get(item.id)
+        if before is None or version > before[0]:
+            held[item.id] = (version, item)
+        if before is None:
+            return
+        if version.undecided(before[0]) and not wire.same_content(before[1], item):
+            self.ties[resource][item.id] = version.refresh_after(before[0])
 
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """An event as the worker hands it over: its id and the payload to apply."""
+    """An event as the worker hands it over: its id, the payload to apply,
+    and whether syncd made it from a copy read from the API."""
 
     id: str
     type: str
     payload: Mapping[str, Any]
+    snapshot: bool = False
 
 
-Handler = Callable[[Batch, wire.Event], None]
+Handler = Callable[[Batch, wire.Event, bool], None]  # (batch, event, snapshot)
 
 
 def _fits(table: Table, record: Any, where: str) -> None:
@@ -154,7 +233,7 @@ def _check_order(order: wire.Order, where: str) -> None:
         _check_customer(order.customer, f"{where}.customer")
 
 
-def _order_event(batch: Batch, event: wire.Event) -> None:
+def _order_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
     if event.data is None:
         raise WireError("data: missing")
     is_delete = event.type == "order.deleted"
@@ -167,14 +246,22 @@ def _order_event(batch: Batch, event: wire.Event) -> None:
         return
     order = wire.parse_order(event.data, "data")
     _check_order(order, "data")
-    version = version_of(order.updated_at, event.created_at, event.id)
+    version = version_of(order.updated_at, event.created_at, event.id, snapshot=snapshot)
     batch.offer_order(version, order)
     if is_delete or order.deleted:
         batch.deleted_orders.add(order.id)
     if order.customer is not None:
         nested = order.customer
         batch.offer_customer(
-            version_of(nested.updated_at or order.updated_at, event.created_at, event.id, NESTED),
+            # The copy nested in an order is known current as of the order's
+            # change (the event's time; for a snapshot, the order's updated_at),
+            # never as of when the order was read.
+            version_of(
+                nested.updated_at or order.updated_at,
+                order.updated_at if snapshot else event.created_at,
+                event.id,
+                NESTED,
+            ),
             nested,
         )
     batch.history.append(
@@ -191,7 +278,7 @@ def _order_event(batch: Batch, event: wire.Event) -> None:
     )
 
 
-def _customer_event(batch: Batch, event: wire.Event) -> None:
+def _customer_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
     if event.data is None:
         raise WireError("data: missing")
     is_delete = event.type == "customer.deleted"
@@ -203,7 +290,9 @@ def _customer_event(batch: Batch, event: wire.Event) -> None:
         return
     customer = wire.parse_customer(event.data, "data")
     _check_customer(customer, "data")
-    batch.offer_customer(version_of(customer.updated_at, event.created_at, event.id), customer)
+    batch.offer_customer(
+        version_of(customer.updated_at, event.created_at, event.id, snapshot=snapshot), customer
+    )
     if is_delete or customer.deleted:
         batch.deleted_customers.add(customer.id)
 
@@ -235,7 +324,7 @@ def collect(store: str, events: Iterable[StoredEvent]) -> tuple[Batch, dict[str,
             continue
         try:
             event = wire.parse_event(stored.payload)
-            handler(batch, event)
+            handler(batch, event, stored.snapshot)
         except WireError as exc:
             outcomes[stored.id] = Outcome("failed", str(exc))
             continue
@@ -254,13 +343,40 @@ def write(conn: Connection, batch: Batch, now: datetime) -> None:
     # A history row is keyed by its event, and an event is applied once
     # (a replay or a retry may meet its row again: those are skipped).
     dialect.insert_ignoring_duplicates(conn, history, batch.history, expect_new=True)
+    _request_refresh(conn, batch, now)
+
+
+def _request_refresh(conn: Connection, batch: Batch, now: datetime) -> None:
+    """Ask reconcile for the current copy of each resource whose newest
+    version a tie left undecided: a copy read after the tie's time plus the
+    clock margin is newer than both events."""
+    rows = [
+        {
+            "store": batch.store,
+            "resource": resource,
+            "resource_id": resource_id,
+            "not_before": at,
+            "requested_at": now,
+        }
+        for resource, ties in batch.ties.items()
+        for resource_id, at in sorted(ties.items())
+    ]
+    if rows:
+        log.info("apply.tie", extra={"store": batch.store, "count": len(rows)})
+        dialect.upsert(conn, refresh_requests, rows, update=["not_before", "requested_at"])
+
+
+class _Stored(NamedTuple):
+    version: Version
+    deleted: bool
 
 
 def _stored_versions(
     conn: Connection, table: Table, store: str, ids: Sequence[str]
-) -> dict[str, tuple[Version, bool]]:
-    found: dict[str, tuple[Version, bool]] = {}
-    # The type of the event a row came from tells a nested copy from the real thing.
+) -> dict[str, _Stored]:
+    found: dict[str, _Stored] = {}
+    # The event a row came from tells a nested copy (its type) and a
+    # snapshot (read from the API) from Shoperti's own event about the resource.
     source = table.outerjoin(
         events, and_(events.c.store == table.c.store, events.c.id == table.c.last_event_id)
     )
@@ -273,41 +389,81 @@ def _stored_versions(
                 table.c.last_event_id,
                 table.c.deleted,
                 events.c.type,
+                events.c.snapshot,
             )
             .select_from(source)
             .where(table.c.store == store, ids_in)
         )
         for row in rows:
             nested = table is customers and (row.type or "").startswith("order.")
-            rank = NESTED if nested else OWN
-            version = version_of(row.updated_at, row.last_event_at, row.last_event_id or "", rank)
-            found[row.id] = (version, bool(row.deleted))
+            version = version_of(
+                row.updated_at,
+                row.last_event_at,
+                row.last_event_id or "",
+                NESTED if nested else OWN,
+                snapshot=bool(row.snapshot) and not nested,
+            )
+            found[row.id] = _Stored(version, bool(row.deleted))
     return found
+
+
+def _stored_raw(conn: Connection, table: Table, store: str, ids: Sequence[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for ids_in in dialect.key_in(conn, table.c.id, ids):
+        rows = conn.execute(select(table.c.id, table.c.raw).where(table.c.store == store, ids_in))
+        found.update((row.id, row.raw) for row in rows)
+    return found
+
+
+def _same_as_stored(resource: str, item: Any, raw: Any) -> bool:
+    if raw is None:
+        return False
+    try:
+        parse = wire.parse_order if resource == "order" else wire.parse_customer
+        return wire.same_content(parse(raw, resource), item)
+    except WireError:
+        return False
 
 
 def _winners(
     conn: Connection,
     table: Table,
-    store: str,
+    batch: Batch,
     offered: Mapping[str, tuple[Version, Any]],
     deleted: set[str],
 ) -> tuple[list[tuple[Version, Any, bool]], set[str], set[str]]:
     """The offered versions newer than the stored ones (with their deleted
     flag), the ids that only need ``deleted`` set (a placeholder row where
-    none is stored), and the ids, of all these, that have a stored row."""
+    none is stored), and the ids, of all these, that have a stored row.
+    An offered version whose order against the stored one is a guess
+    (:meth:`Version.undecided`) and whose content differs is added to
+    ``batch.ties``."""
+    store = batch.store
     ids = sorted(set(offered) | deleted)
     stored = _stored_versions(conn, table, store, ids)
     winners = []
+    tied: list[str] = []
     for resource_id, (version, item) in offered.items():
         held = stored.get(resource_id)
-        if held is None or version > held[0]:
-            is_deleted = resource_id in deleted or (held is not None and held[1])
+        if held is None or version > held.version:
+            is_deleted = resource_id in deleted or (held is not None and held.deleted)
             winners.append((version, item, is_deleted))
+        if held is not None and version.undecided(held.version):
+            tied.append(resource_id)
+    if tied:
+        resource = "order" if table is orders else "customer"
+        raw = _stored_raw(conn, table, store, tied)
+        for resource_id in tied:
+            version, item = offered[resource_id]
+            if not _same_as_stored(resource, item, raw.get(resource_id)):
+                batch.ties[resource][resource_id] = version.refresh_after(
+                    stored[resource_id].version
+                )
     winning = {item.id for _, item, _ in winners}
     flag_only = {
         resource_id
         for resource_id in deleted
-        if resource_id not in winning and resource_id in stored and not stored[resource_id][1]
+        if resource_id not in winning and resource_id in stored and not stored[resource_id].deleted
     }
     missing = deleted - winning - set(stored)
     if missing:
@@ -317,9 +473,7 @@ def _winners(
 
 
 def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
-    winners, flag_only, known = _winners(
-        conn, orders, batch.store, batch.orders, batch.deleted_orders
-    )
+    winners, flag_only, known = _winners(conn, orders, batch, batch.orders, batch.deleted_orders)
     store = batch.store
     rows, items, addresses = [], [], []
     for version, order, is_deleted in winners:
@@ -347,8 +501,8 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
                 "closed_at": order.closed_at,
                 "deleted": is_deleted,
                 "raw": dict(order.raw),
-                "last_event_id": version[3],
-                "last_event_at": _event_time(version),
+                "last_event_id": version.event_id,
+                "last_event_at": version.event_at,
                 "synced_at": now,
             }
         )
@@ -387,7 +541,7 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
 
 def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
     winners, flag_only, known = _winners(
-        conn, customers, batch.store, batch.customers, batch.deleted_customers
+        conn, customers, batch, batch.customers, batch.deleted_customers
     )
     store = batch.store
     rows, addresses = [], []
@@ -408,8 +562,8 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
                 "updated_at": customer.updated_at,
                 "deleted": is_deleted,
                 "raw": dict(customer.raw),
-                "last_event_id": version[3],
-                "last_event_at": _event_time(version),
+                "last_event_id": version.event_id,
+                "last_event_at": version.event_at,
                 "synced_at": now,
             }
         )
@@ -448,11 +602,6 @@ def _write_rows(
     dialect.upsert(conn, table, [row for row in rows if row["id"] in known], update=update)
     fresh = [row for row in rows if row["id"] not in known]
     dialect.upsert(conn, table, fresh, update=update, expect_new=True)
-
-
-def _event_time(version: Version) -> datetime | None:
-    # version[1] is the event's created_at (EPOCH stands for "unknown").
-    return None if version[1] == EPOCH else version[1]
 
 
 def _replace_children(

@@ -39,7 +39,13 @@ def utcnow() -> datetime:
 
 
 def event_row(
-    store: str, event: wire.Event, *, source: str, verified: bool, now: datetime | None = None
+    store: str,
+    event: wire.Event,
+    *,
+    source: str,
+    verified: bool,
+    snapshot: bool = False,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     now = now or utcnow()
     return {
@@ -53,6 +59,7 @@ def event_row(
         "source": source,
         "status": "pending",
         "verified": verified,
+        "snapshot": snapshot,
         "attempts": 0,
         "last_error": None,
         "next_attempt_at": None,
@@ -99,7 +106,7 @@ def add_events(
     now = utcnow()
     with engine.begin() as conn:
         fresh = fresh_events(conn, store, events)
-        rows = [event_row(store, e, source=source, verified=verified, now=now) for e in fresh]
+        rows = [fetched_row(store, e, source=source, verified=verified, now=now) for e in fresh]
         put(conn, rows, expect_new=True)
         added = Added(new_ids=[e.id for e in fresh], seen=len(events))
         if also is not None:
@@ -108,8 +115,38 @@ def add_events(
 
 
 def parse_fetched(payloads: Sequence[Mapping[str, Any]]) -> list[wire.Event]:
-    """Events as the API listed them, ready for the inbox (NULs replaced)."""
-    return [wire.parse_envelope(wire.scrub_nul(payload)) for payload in payloads]
+    """Events as the API listed them, ready for the inbox (NULs replaced).
+
+    An event whose JSON cannot be stored (nested too deep) keeps only its
+    envelope and says why (``Event.unstorable``); :func:`fetched_row` records
+    it ``failed``: it must not stop the events around it, and the next
+    listing finds it known.
+    """
+    events = [wire.parse_fetched(payload) for payload in payloads]
+    for event in events:
+        if event.unstorable is not None:
+            log.warning(
+                "inbox.unstorable_event",
+                extra={"event_id": event.id, "event_type": event.type, "error": event.unstorable},
+            )
+    return events
+
+
+def fetched_row(
+    store: str,
+    event: wire.Event,
+    *,
+    source: str,
+    verified: bool,
+    snapshot: bool = False,
+    now: datetime,
+) -> dict[str, Any]:
+    """The inbox row of an event read from the API: pending, or failed at
+    once when it cannot be stored (:func:`parse_fetched`)."""
+    row = event_row(store, event, source=source, verified=verified, snapshot=snapshot, now=now)
+    if event.unstorable is not None:
+        row.update(status="failed", last_error=event.unstorable, attempts=1, processed_at=now)
+    return row
 
 
 def fresh_events(conn: Connection, store: str, events: Sequence[wire.Event]) -> list[wire.Event]:

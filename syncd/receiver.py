@@ -127,6 +127,10 @@ class WebhookEndpoint:
             return error(400, "body is not JSON")
         if b"\\u0000" in body:  # JSON's spelling of NUL; rare, so checked on the raw bytes
             payload = wire.scrub_nul(payload)
+        if body.count(b"[") + body.count(b"{") > wire.MAX_JSON_DEPTH:  # else it cannot be that deep
+            unstorable = wire.unstorable(payload)
+            if unstorable is not None:  # a retry would never store it: not a 503
+                return error(400, unstorable)
         try:
             event = wire.parse_envelope(payload)
         except WireError as exc:

@@ -33,7 +33,8 @@ from sqlalchemy.engine import Connection
 from syncd import inbox
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
-from syncd.db.models import SyncState
+from syncd.db.models import RefreshRequest, SyncState
+from syncd.errors import ApiNotFound
 from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
@@ -42,6 +43,7 @@ from syncd.worker import add_and_apply, apply_pending
 
 log = logging.getLogger("syncd.reconcile")
 sync_state: Table = SyncState.__table__  # type: ignore[assignment]
+refresh_requests: Table = RefreshRequest.__table__  # type: ignore[assignment]
 
 EVENTS_CURSOR = "events_cursor"
 LAST_RUN = "reconcile_last_run"
@@ -120,6 +122,7 @@ class RunReport:
     resources_seen: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     since: str | None = None
+    refreshed: int = 0  # current copies fetched to settle undecided versions
 
 
 Progress = Callable[[str, int, int | None], None]  # (resource, done, total)
@@ -205,7 +208,8 @@ async def sync_resource(
         while (page := await pages.get()) is not None:
             if isinstance(page, BaseException):
                 raise page
-            batch.extend(wire.snapshot_event(single, item) for item in page.items)
+            read_at = page.read_at or utcnow()
+            batch.extend(wire.snapshot_event(single, item, read_at) for item in page.items)
             last = page
             if len(batch) >= apply_batch:
                 await store_batch(page)
@@ -217,6 +221,71 @@ async def sync_resource(
     await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
     await asyncio.to_thread(write_state, engine, store.name, checkpoint_name, None)
     return seen, found
+
+
+# --- undecided versions ---------------------------------------------------------------
+
+
+async def refresh_undecided(
+    engine: Engine, store: StoreConfig, client: ShopertiClient, *, limit: int = 500
+) -> int:
+    """Fetch the current copy of each order and customer whose newest version
+    the stored events cannot decide (``refresh_requests``, written by apply),
+    and put it through the inbox as a snapshot, applied at once: read after
+    the tie, it is newer than both versions (docs/apply-rules.md). A request
+    is removed with the copy that settles it; one not yet due, or whose fetch
+    failed, stays for the next run. Returns how many copies were applied."""
+    due = await asyncio.to_thread(_due_refreshes, engine, store.name, utcnow(), limit)
+    if not due:
+        return 0
+    bound = asyncio.Semaphore(4)
+
+    async def fetch(resource: str, resource_id: str) -> tuple[datetime, dict[str, Any] | None]:
+        async with bound:
+            read_at = utcnow()
+            try:
+                if resource == "order":
+                    return read_at, await client.get_order(resource_id)
+                return read_at, await client.get_customer(resource_id)
+            except ApiNotFound:
+                return read_at, None  # gone from the API: nothing left to decide
+
+    copies = await asyncio.gather(*(fetch(resource, rid) for resource, rid in due))
+    snapshots = [
+        wire.snapshot_event(resource, data, read_at, distinct=True)
+        for (resource, _), (read_at, data) in zip(due, copies, strict=True)
+        if data is not None
+    ]
+
+    def settled(conn: Connection, added: inbox.Added) -> None:
+        for (resource, resource_id), (read_at, _) in zip(due, copies, strict=True):
+            conn.execute(
+                delete(refresh_requests).where(
+                    refresh_requests.c.store == store.name,
+                    refresh_requests.c.resource == resource,
+                    refresh_requests.c.resource_id == resource_id,
+                    # A tie found after this read needs a later one.
+                    refresh_requests.c.not_before <= read_at,
+                )
+            )
+
+    await asyncio.to_thread(
+        add_and_apply, engine, store, snapshots, source="reconcile", also=settled
+    )
+    log.info("reconcile.refreshed", extra={"store": store.name, "count": len(snapshots)})
+    return len(snapshots)
+
+
+def _due_refreshes(engine: Engine, store: str, now: datetime, limit: int) -> list[tuple[str, str]]:
+    with dialect.reading(engine) as conn:
+        rows = conn.execute(
+            select(refresh_requests.c.resource, refresh_requests.c.resource_id)
+            .where(refresh_requests.c.store == store, refresh_requests.c.not_before <= now)
+            .order_by(refresh_requests.c.not_before)
+            .limit(limit)
+        ).all()
+        conn.commit()
+    return [(row.resource, row.resource_id) for row in rows]
 
 
 def _analyze(engine: Engine) -> None:
@@ -294,6 +363,7 @@ async def reconcile_store(
                     await asyncio.to_thread(
                         _drain, engine, store, settings.worker_batch_size, settings.max_attempts
                     )
+            report.refreshed = await refresh_undecided(engine, store, client)
             # Every page is committed: only now may the cursor move.
             await asyncio.to_thread(
                 write_state, engine, store.name, EVENTS_CURSOR, {"at": started.isoformat()}

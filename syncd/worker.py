@@ -77,7 +77,7 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
         if not rows:
             conn.commit()
             return report
-        stored = [apply.StoredEvent(row.id, row.type, row.payload) for row in rows]
+        stored = [apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows]
         outcomes = _write_isolated(conn, store.name, stored, now)
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
@@ -108,10 +108,12 @@ def add_and_apply(
     payloads: Sequence[Mapping[str, Any]],
     *,
     source: str,
+    snapshot: bool = True,
     also: Callable[[Connection, inbox.Added], None] | None = None,
 ) -> inbox.Added:
     """Put events read from the API into the inbox and apply them, in one
-    transaction under the store's apply lock (backfill and resource sync).
+    transaction under the store's apply lock (backfill and resource sync:
+    ``snapshot``, copies of orders and customers syncd read).
 
     The same rules and writes as :func:`apply_pending`; only the round trip
     through the inbox is saved: each new event is written once, with its
@@ -123,11 +125,20 @@ def add_and_apply(
     now = utcnow()
     with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
         fresh = inbox.fresh_events(conn, store.name, events_in)
-        stored = [apply.StoredEvent(event.id, event.type, event.payload) for event in fresh]
+        stored = [
+            apply.StoredEvent(event.id, event.type, event.payload, snapshot)
+            for event in fresh
+            if event.unstorable is None
+        ]
         outcomes = _write_isolated(conn, store.name, stored, now)
         rows = []
         for event in fresh:
-            row = inbox.event_row(store.name, event, source=source, verified=True, now=now)
+            row = inbox.fetched_row(
+                store.name, event, source=source, verified=True, snapshot=snapshot, now=now
+            )
+            if event.unstorable is not None:
+                rows.append(row)  # failed already, with the reason
+                continue
             outcome = outcomes[event.id]
             row.update(attempts=1, last_error=outcome.error)
             if outcome.status == "retry":
@@ -233,7 +244,12 @@ def _mark(
 def _events_to_apply(store: str, *conditions: Any) -> Select[Any]:
     """The columns the apply path reads, of ``store``'s events that match."""
     return select(
-        events.c.id, events.c.type, events.c.payload, events.c.attempts, events.c.created_at
+        events.c.id,
+        events.c.type,
+        events.c.payload,
+        events.c.snapshot,
+        events.c.attempts,
+        events.c.created_at,
     ).where(events.c.store == store, *conditions)
 
 
@@ -290,7 +306,9 @@ async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str,
         return Verdict(event_id, rejected="the API does not know this event id")
     except ApiError as exc:
         return Verdict(event_id, retry=f"verification failed: {exc}")
-    copy = wire.scrub_nul(copy)  # as the inbox stores it, so ids compare alike
+    copy, unstorable = wire.prepare(copy)  # as the inbox stores it, so ids compare alike
+    if unstorable is not None:
+        return Verdict(event_id, rejected=f"the API's copy cannot be stored: {unstorable}")
     try:
         theirs = wire.parse_event(copy)
     except WireError as exc:
@@ -544,7 +562,9 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
             ).all()
             if not rows:
                 break
-            stored = [apply.StoredEvent(row.id, row.type, row.payload) for row in rows]
+            stored = [
+                apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows
+            ]
             outcomes = _write_isolated(conn, store.name, stored, now)
             groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
             for row in rows:

@@ -92,6 +92,12 @@ class Event(Base):
     verified: Mapped[bool] = mapped_column(
         Boolean, comment="True when the payload is the copy fetched from the Shoperti API."
     )
+    snapshot: Mapped[bool] = mapped_column(
+        Boolean,
+        comment="True when syncd made the event from a copy of the order or customer read "
+        "from the API (backfill, resource sync, refresh); its created_at is when it was read. "
+        "False for Shoperti's own events.",
+    )
     attempts: Mapped[int] = mapped_column(
         Integer, comment="How many times syncd tried to verify and apply the event."
     )
@@ -311,6 +317,28 @@ class SyncState(Base):
     )
     value: Mapped[dict[str, Any]] = mapped_column(comment="The recorded facts, as JSON.")
     updated_at: Mapped[datetime] = mapped_column(comment="When the row was last written (UTC).")
+
+
+class RefreshRequest(Base):
+    __tablename__ = "refresh_requests"
+    __table_args__ = {
+        "comment": "Orders and customers whose newest version the stored events cannot tell "
+        "(two events with the same whole-second times and different content): reconcile "
+        "fetches the API's current copy of each and removes the row."
+    }
+
+    store: Mapped[str] = _store()
+    resource: Mapped[str] = mapped_column(
+        String(16), primary_key=True, comment="order or customer."
+    )
+    resource_id: Mapped[str] = mapped_column(
+        ident_type(ID), primary_key=True, comment="Id of the order or customer."
+    )
+    not_before: Mapped[datetime] = mapped_column(
+        comment="Earliest time a copy read from the API is known to be newer than both "
+        "events (UTC): their time plus the clock margin."
+    )
+    requested_at: Mapped[datetime] = mapped_column(comment="When apply found the tie (UTC).")
 
 
 metadata = Base.metadata

@@ -169,6 +169,8 @@ class Page:
     total_pages: int | None
     total: int | None
     next: PageCursor | None = None
+    # When the request for this page was sent: its items are at least as new.
+    read_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +327,7 @@ class ShopertiClient:
             else:
                 url = self._base.copy_with(path=f"{self._base.path}/{cursor.resource}")
                 params = cursor.query()
+            read_at = datetime.now(UTC)
             body = await self._request(endpoint, url, params=params)
             envelope = _parse_page(endpoint, body, cursor)
             if previous_number is not None and envelope.number <= previous_number:
@@ -339,6 +342,7 @@ class ShopertiClient:
                 total_pages=envelope.total_pages,
                 total=envelope.total,
                 next=self._next_cursor(endpoint, cursor, url, envelope),
+                read_at=read_at,
             )
             yield page
             next_cursor = page.next

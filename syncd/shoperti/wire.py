@@ -11,6 +11,7 @@ It never touches the network or the database.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Mapping
@@ -171,6 +172,13 @@ def tags(value: Any, field: str) -> str | None:
     raise WireError(f"{field}: expected a list of tags")
 
 
+# The deepest JSON every database stores: MariaDB's JSON columns check
+# ``json_valid``, which refuses more than 31 nested objects and lists
+# (orjson, for the others, writes up to 254). Real payloads nest about 5 deep.
+MAX_JSON_DEPTH = 31
+_TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels cannot be stored"
+
+
 def scrub_nul(value: Any) -> Any:
     """The payload with every NUL character (U+0000) replaced by U+FFFD.
 
@@ -178,13 +186,47 @@ def scrub_nul(value: Any) -> Any:
     would have the platform retry it for two days and then drop it, so it is
     kept with the character replaced, the same way on every database.
     """
+    return prepare(value)[0]
+
+
+def prepare(value: Any) -> tuple[Any, str | None]:
+    """A payload ready to store (NULs replaced, see :func:`scrub_nul`), and
+    why it cannot be stored at all (None when it can): JSON nested deeper
+    than :data:`MAX_JSON_DEPTH` levels."""
     if isinstance(value, Mapping | list):
         try:
-            if b"\\u0000" not in orjson.dumps(value):
-                return value  # the common case, found in C without a walk
+            dumped: bytes | None = orjson.dumps(value)
         except (TypeError, orjson.JSONEncodeError):
-            pass  # not plain JSON (e.g. a huge integer): walk it
-    return _scrub(value)
+            dumped = None  # too deep for orjson, or a huge integer (walked below)
+        if dumped is None or dumped.count(b"[") + dumped.count(b"{") > MAX_JSON_DEPTH:
+            reason = unstorable(value)  # fewer brackets than that cannot nest deeper
+            if reason is not None:
+                return value, reason
+        if dumped is not None and b"\\u0000" not in dumped:
+            return value, None  # the common case, found in C without a walk
+    return _scrub(value), None
+
+
+def unstorable(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as JSON on every database, or None."""
+    return _TOO_DEEP if json_depth(value) > MAX_JSON_DEPTH else None
+
+
+def json_depth(value: Any) -> int:
+    """How many objects and lists are nested in ``value`` at its deepest (0 for a scalar)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, Mapping | list))
+    return deepest
 
 
 def _scrub(value: Any) -> Any:
@@ -225,6 +267,8 @@ class Event:
     resource_id: str | None
     data: Mapping[str, Any] | None
     payload: Mapping[str, Any]
+    # Why the event's JSON cannot be stored (then ``payload`` is its envelope alone).
+    unstorable: str | None = None
 
     @property
     def normalized(self) -> bool:
@@ -251,6 +295,18 @@ def parse_envelope(payload: Any) -> Event:
     applying it fails it alone, with the reason, through :func:`parse_event`.
     """
     return _parse_event(payload, strict=False)
+
+
+def parse_fetched(payload: Any) -> Event:
+    """An event read from the API, as the inbox keeps it (:func:`parse_envelope`),
+    NULs replaced; one whose JSON cannot be stored keeps only its envelope
+    and says why in ``unstorable``."""
+    prepared, reason = prepare(payload)
+    event = parse_envelope(prepared)
+    if reason is None:
+        return event
+    envelope = {key: prepared.get(key) for key in ("id", "object", "type", "created_at")}
+    return dataclasses.replace(event, data=None, payload=envelope, unstorable=reason)
 
 
 def _parse_event(payload: Any, *, strict: bool) -> Event:
@@ -298,27 +354,42 @@ def _parse_event(payload: Any, *, strict: bool) -> Event:
     )
 
 
-def snapshot_event(resource: str, data: Mapping[str, Any]) -> dict[str, Any]:
-    """An Event object standing for one version of a resource read from a list
-    endpoint (resource sync and backfill).
+def snapshot_event(
+    resource: str, data: Mapping[str, Any], read_at: datetime, *, distinct: bool = False
+) -> dict[str, Any]:
+    """An Event object standing for one copy of a resource that syncd read
+    from the API (a list page of resource sync or backfill, or a single
+    fetch), at ``read_at`` (when the request was sent: the copy is at least
+    as new as that).
 
-    Its id is derived from the resource id and ``updated_at``, so reading the
-    same version twice yields the same event, which the inbox keeps once.
-    Its ``created_at`` is the resource's ``updated_at``: the time of the change.
+    Its id is derived from the resource and its whole content, so reading the
+    same copy twice yields the same event, which the inbox keeps once, and
+    two different copies never share an id — even when they carry the same
+    whole-second ``updated_at``. Its ``created_at`` is ``read_at``: the
+    version order (docs/apply-rules.md) compares it with the platform's
+    event times, never the id. ``distinct``: the read time is part of the id
+    too, so a copy read to settle a tie is applied even when the same
+    content was read before, earlier (then it may have lost).
     """
     if resource not in ("order", "customer"):
         raise ValueError(f"no snapshot events for {resource!r}")
     resource_id = ident(data.get("id"), f"{resource}.id")
     if resource_id is None:
         raise WireError(f"{resource} without an id")
-    updated = data.get("updated_at")
-    deleted = bool(data.get("deleted")) or data.get("deleted_at") not in (None, "")
-    digest = hashlib.sha256(f"{resource}\0{resource_id}\0{updated}\0{deleted}".encode())
+    deleted = _deleted(data)
+    try:
+        content = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        # Cannot be stored (too deep): one id per version, from what can be read.
+        content = f"unstorable\0{data.get('updated_at')}".encode()
+    if distinct:
+        content += f"\0{read_at.isoformat()}".encode()
+    digest = hashlib.sha256(f"{resource}\0{resource_id}\0".encode() + content)
     return {
         "id": f"snap_{digest.hexdigest()[:32]}",
         "object": "event",
         "type": f"{resource}.{'deleted' if deleted else 'updated'}",
-        "created_at": updated,
+        "created_at": read_at.astimezone(UTC).isoformat(),
         "data": dict(data),
     }
 
@@ -515,6 +586,18 @@ def parse_order(value: Any, field: str = "order") -> Order:
         deleted=_deleted(obj),
         raw=obj,
     )
+
+
+def same_content(a: Order | Customer, b: Order | Customer) -> bool:
+    """Whether two parsed copies say the same thing, however each spelled it
+    (money as string or number, time zones, key order): ``raw`` aside."""
+    return _content(a) == _content(b)
+
+
+def _content(item: Order | Customer) -> Order | Customer:
+    if isinstance(item, Order) and item.customer is not None:
+        item = dataclasses.replace(item, customer=dataclasses.replace(item.customer, raw={}))
+    return dataclasses.replace(item, raw={})
 
 
 def _deleted(obj: Mapping[str, Any]) -> bool:
