@@ -42,19 +42,19 @@ def _ident(length: int) -> sa.types.TypeEngine[str]:
 
 def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("snapshot", sa.Boolean(), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "snapshot",
+                sa.Boolean(),
+                server_default=sa.false(),
+                nullable=False,
+                comment=SNAPSHOT_COMMENT,
+            )
+        )
     events = sa.table("events", sa.column("id", sa.String()), sa.column("snapshot", sa.Boolean()))
-    op.execute(events.update().values(snapshot=False))
     op.execute(
         events.update().where(sa.func.substr(events.c.id, 1, 5) == "snap_").values(snapshot=True)
     )
-    with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.alter_column(
-            "snapshot",
-            existing_type=sa.Boolean(),
-            nullable=False,
-            comment=SNAPSHOT_COMMENT,
-        )
     op.create_table(
         "refresh_requests",
         sa.Column(

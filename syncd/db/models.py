@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from syncd.db.dialect import Money, UTCDateTime, ident_type, json_type
@@ -94,6 +94,7 @@ class Event(Base):
     )
     snapshot: Mapped[bool] = mapped_column(
         Boolean,
+        server_default=false(),
         comment="True when syncd made the event from a copy of the order or customer read "
         "from the API (backfill, resource sync, refresh); its created_at is when it was read. "
         "False for Shoperti's own events.",
