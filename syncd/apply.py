@@ -253,14 +253,15 @@ def _order_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
     if order.customer is not None:
         nested = order.customer
         batch.offer_customer(
-            # The copy nested in an order is known current as of the order's
-            # change (the event's time; for a snapshot, the order's updated_at),
-            # never as of when the order was read.
+            # The copy nested in an order is the customer as of the order's
+            # change (the event's time; in a snapshot, the order's updated_at,
+            # less the margin as for any copy syncd read), not of the read.
             version_of(
                 nested.updated_at or order.updated_at,
                 order.updated_at if snapshot else event.created_at,
                 event.id,
                 NESTED,
+                snapshot=snapshot,
             ),
             nested,
         )
@@ -401,7 +402,7 @@ def _stored_versions(
                 row.last_event_at,
                 row.last_event_id or "",
                 NESTED if nested else OWN,
-                snapshot=bool(row.snapshot) and not nested,
+                snapshot=bool(row.snapshot),
             )
             found[row.id] = _Stored(version, bool(row.deleted))
     return found

@@ -1,22 +1,21 @@
 """``syncd backfill``: import history from the API, with progress, resumably.
 
 The work is :func:`syncd.reconcile.sync_resource` (snapshot events through
-the inbox, a checkpoint per page); this module adds the progress display —
-a rich progress bar on a terminal, plain lines otherwise.
+the inbox, a checkpoint per page); this module adds the progress display
+(:class:`syncd.ops.progress.ProgressDisplay`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from datetime import datetime
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from syncd.config import Settings, StoreConfig
 from syncd.db.engine import check_schema_at_head, make_engine
+from syncd.ops.progress import ProgressDisplay
 from syncd.reconcile import exclusive, sync_resource
 from syncd.shoperti.client import ShopertiClient
 
@@ -37,27 +36,7 @@ async def _run(
     assert isinstance(engine, Engine)
     assert store.api_url is not None and store.api_key is not None
     started = time.monotonic()
-    on_tty = sys.stdout.isatty()
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not on_tty,
-    )
-    tasks: dict[str, object] = {}
-    last_line = [0.0]
-
-    def progress(resource: str, done: int, total: int | None) -> None:
-        if on_tty:
-            if resource not in tasks:
-                tasks[resource] = bar.add_task(resource, total=total)
-            bar.update(tasks[resource], completed=done, total=total)  # type: ignore[arg-type]
-        elif time.monotonic() - last_line[0] >= 2 or (total is not None and done >= total):
-            last_line[0] = time.monotonic()
-            print(
-                f"{store.name}: {resource} {done}/{total if total is not None else '?'}", flush=True
-            )
+    progress = ProgressDisplay(store.name)
 
     async with exclusive(engine, f"reconcile:{store.name}") as got:
         if not got:
@@ -66,7 +45,7 @@ async def _run(
         async with ShopertiClient(
             store.api_url, store.api_key.reveal(), store=store.name
         ) as client:
-            with bar:
+            with progress:
                 totals = {}
                 for resource in ("customers", "orders"):
                     totals[resource] = await sync_resource(

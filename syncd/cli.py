@@ -44,6 +44,21 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--since", type=_date, help="only changes since DATE (ISO 8601)")
     replay = commands.add_parser("replay", help="rebuild the normalized tables from events")
     replay.add_argument("--store", help="store name (default: all stores)")
+    audit = commands.add_parser(
+        "audit",
+        help="compare the tables with the API's orders and customers",
+        description="List the API's orders and customers and compare them with the tables: "
+        "missing, stale, different, unknown to the API. Exit status 0 when they agree, 1 when "
+        "anything differs. Writes nothing unless --repair.",
+    )
+    audit.add_argument("--store", help="store name (default: all stores with an API)")
+    audit.add_argument("--since", type=_date, help="only objects updated since DATE (ISO 8601)")
+    audit.add_argument(
+        "--repair",
+        action="store_true",
+        help="apply the API's copies of what differs (through the inbox), then audit again",
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON")
     status = commands.add_parser("status", help="per store: backlog, lag, reconcile state")
     status.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("simulator", help="a simulated Shoperti store (see --help)", add_help=False)
@@ -221,6 +236,51 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from syncd.audit import audit_store, summary_lines
+    from syncd.db.engine import check_schema_at_head, make_engine
+    from syncd.ops.progress import ProgressDisplay
+    from syncd.shoperti.client import ShopertiClient
+
+    engine = make_engine(settings.database_url)
+    check_schema_at_head(engine)
+    clean = True
+    documents = []
+
+    async def run() -> None:
+        nonlocal clean
+        for store in _stores(settings, args.store, need_api=True):
+            assert store.api_url and store.api_key
+            progress = ProgressDisplay(store.name, enabled=not args.json)
+            async with ShopertiClient(
+                store.api_url, store.api_key.reveal(), store=store.name
+            ) as client:
+                with progress:
+                    report = await audit_store(
+                        engine,
+                        store,
+                        client,
+                        since=args.since,
+                        repair=args.repair,
+                        progress=progress,
+                    )
+            clean = clean and report.clean
+            if args.json:
+                documents.append(report.to_json())
+            else:
+                print("\n".join(summary_lines(report)), flush=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({"clean": clean, "stores": documents}, indent=2))
+    return 0 if clean else 1
+
+
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.ops.status import print_status
 
@@ -236,6 +296,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("backfill", None): _backfill,
     ("replay", None): _replay,
     ("status", None): _status,
+    ("audit", None): _audit,
 }
 
 

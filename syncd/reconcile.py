@@ -242,13 +242,11 @@ async def refresh_undecided(
 
     async def fetch(resource: str, resource_id: str) -> tuple[datetime, dict[str, Any] | None]:
         async with bound:
-            read_at = utcnow()
             try:
-                if resource == "order":
-                    return read_at, await client.get_order(resource_id)
-                return read_at, await client.get_customer(resource_id)
+                copy = await client.get_copy(resource, resource_id)  # type: ignore[arg-type]
             except ApiNotFound:
-                return read_at, None  # gone from the API: nothing left to decide
+                return utcnow(), None  # gone from the API: nothing left to decide
+            return copy.read_at, copy.data
 
     copies = await asyncio.gather(*(fetch(resource, rid) for resource, rid in due))
     snapshots = [

@@ -1,4 +1,5 @@
-"""Snapshots know themselves, and ties the stored events cannot decide get refreshed.
+"""Snapshots know themselves, ties the stored events cannot decide get refreshed,
+and ``syncd audit --repair`` is a source of events.
 
 ``events.snapshot`` marks the events syncd made from a copy read from the API
 (backfill, resource sync): the version order treats such a copy by when it was
@@ -27,9 +28,16 @@ depends_on: str | Sequence[str] | None = None
 
 SNAPSHOT_COMMENT = (
     "True when syncd made the event from a copy of the order or customer read "
-    "from the API (backfill, resource sync, refresh); its created_at is when it was read. "
+    "from the API (backfill, resource sync, refresh, audit); its created_at is when it was "
+    "read. "
     "False for Shoperti's own events."
 )
+
+
+SOURCE_COMMENT = (
+    "How the event reached syncd: webhook, reconcile, backfill or audit (syncd audit --repair)."
+)
+OLD_SOURCE_COMMENT = "How the event reached syncd: webhook, reconcile or backfill."
 
 
 def _ident(length: int) -> sa.types.TypeEngine[str]:
@@ -55,6 +63,14 @@ def upgrade() -> None:
     op.execute(
         events.update().where(sa.func.substr(events.c.id, 1, 5) == "snap_").values(snapshot=True)
     )
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.alter_column(
+            "source",
+            existing_type=sa.String(length=16),
+            existing_nullable=False,
+            comment=SOURCE_COMMENT,
+            existing_comment=OLD_SOURCE_COMMENT,
+        )
     op.create_table(
         "refresh_requests",
         sa.Column(
@@ -92,4 +108,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("refresh_requests")
     with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.alter_column(
+            "source",
+            existing_type=sa.String(length=16),
+            existing_nullable=False,
+            comment=OLD_SOURCE_COMMENT,
+            existing_comment=SOURCE_COMMENT,
+        )
         batch_op.drop_column("snapshot")

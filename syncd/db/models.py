@@ -30,7 +30,7 @@ ID = 128  # Shoperti ids (collision-resistant strings, or numbers as text)
 NAME = 255
 
 EVENT_STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
-EVENT_SOURCES = ("webhook", "reconcile", "backfill")
+EVENT_SOURCES = ("webhook", "reconcile", "backfill", "audit")
 
 
 class Base(DeclarativeBase):
@@ -82,7 +82,9 @@ class Event(Base):
         comment="When syncd first stored the event (UTC)."
     )
     source: Mapped[str] = mapped_column(
-        String(16), comment="How the event reached syncd: webhook, reconcile or backfill."
+        String(16),
+        comment="How the event reached syncd: webhook, reconcile, backfill or audit "
+        "(syncd audit --repair).",
     )
     status: Mapped[str] = mapped_column(
         String(16),
@@ -96,7 +98,8 @@ class Event(Base):
         Boolean,
         server_default=false(),
         comment="True when syncd made the event from a copy of the order or customer read "
-        "from the API (backfill, resource sync, refresh); its created_at is when it was read. "
+        "from the API (backfill, resource sync, refresh, audit); its created_at is when it was "
+        "read. "
         "False for Shoperti's own events.",
     )
     attempts: Mapped[int] = mapped_column(

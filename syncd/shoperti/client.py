@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Final, Literal, Self, get_args
+from typing import Any, Final, Literal, NamedTuple, Self, get_args
 from urllib.parse import quote
 
 import httpx
@@ -169,8 +169,44 @@ class Page:
     total_pages: int | None
     total: int | None
     next: PageCursor | None = None
-    # When the request for this page was sent: its items are at least as new.
+    # When the page was read: the API's Date header, else when the request
+    # was sent (its items are at least as new).
     read_at: datetime | None = None
+
+
+class Copy(NamedTuple):
+    """One object as the API gave it, and when it was read."""
+
+    data: dict[str, Any]
+    read_at: datetime
+
+
+class _Answer(NamedTuple):
+    body: Any
+    date: datetime | None  # the API's clock when it answered (its Date header)
+
+
+def _read_time(answer: _Answer, sent_at: datetime) -> datetime:
+    """When a copy was read: the later of the API's Date header (its clock, in
+    whole seconds) and when we sent the request (ours, in microseconds), so
+    that two reads in one second stay in order while clocks agree, and a
+    platform clock ahead of ours still counts."""
+    return max(answer.date, sent_at) if answer.date is not None else sent_at
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP Date header as a UTC time; None if absent or unreadable.
+
+    A copy read from the API is placed in time on the API's own clock when it
+    says what time it is, so that it compares with the platform's event times
+    (docs/apply-rules.md); our clock is the fallback."""
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,15 +303,24 @@ class ShopertiClient:
     async def get_customer(self, customer_id: str | int) -> dict[str, Any]:
         return await self._get_one("customers", customer_id)
 
+    async def get_copy(self, resource: Literal["order", "customer"], object_id: str) -> Copy:
+        """The current copy of one order or customer, and when it was read."""
+        read_at = datetime.now(UTC)
+        answer = await self._get_answer(f"{resource}s", object_id)  # type: ignore[arg-type]
+        return Copy(_unwrap_single(f"{resource}s.get", answer.body), _read_time(answer, read_at))
+
     async def _get_one(self, resource: Resource, object_id: str | int) -> dict[str, Any]:
+        answer = await self._get_answer(resource, object_id)
+        return _unwrap_single(f"{resource}.get", answer.body)
+
+    async def _get_answer(self, resource: Resource, object_id: str | int) -> _Answer:
         endpoint = f"{resource}.get"
         text_id = str(object_id)
         # "." and ".." would be resolved as path segments and fetch something else.
         if text_id in ("", ".", ".."):
             raise ApiNotFound(f"{endpoint}: {text_id!r} is not a valid id", status=None)
         url = self._base.copy_with(path=f"{self._base.path}/{resource}/{quote(text_id, safe='')}")
-        body = await self._request(endpoint, url)
-        return _unwrap_single(endpoint, body)
+        return await self._answer(endpoint, url)
 
     # -- listings ---------------------------------------------------------------
 
@@ -328,8 +373,8 @@ class ShopertiClient:
                 url = self._base.copy_with(path=f"{self._base.path}/{cursor.resource}")
                 params = cursor.query()
             read_at = datetime.now(UTC)
-            body = await self._request(endpoint, url, params=params)
-            envelope = _parse_page(endpoint, body, cursor)
+            answer = await self._answer(endpoint, url, params=params)
+            envelope = _parse_page(endpoint, answer.body, cursor)
             if previous_number is not None and envelope.number <= previous_number:
                 raise WireError(
                     f"{endpoint}: page {envelope.number} came after page {previous_number}; "
@@ -342,7 +387,7 @@ class ShopertiClient:
                 total_pages=envelope.total_pages,
                 total=envelope.total,
                 next=self._next_cursor(endpoint, cursor, url, envelope),
-                read_at=read_at,
+                read_at=_read_time(answer, read_at),
             )
             yield page
             next_cursor = page.next
@@ -380,14 +425,14 @@ class ShopertiClient:
 
     # -- transport ----------------------------------------------------------------
 
-    async def _request(
+    async def _answer(
         self,
         endpoint: str,
         url: httpx.URL,
         *,
         params: Mapping[str, str | int] | None = None,
-    ) -> Any:
-        """GET ``url`` with retries; the decoded JSON body of a 2xx answer."""
+    ) -> _Answer:
+        """GET ``url`` with retries; a 2xx answer's decoded JSON and Date header."""
         if _Origin.of(url) != self._origin:  # pragma: no cover - guarded by callers
             raise ApiError(f"{endpoint}: refusing to send the API key outside the API origin")
         headers = {"Authorization": f"Bearer {self._api_key}"}
@@ -423,7 +468,8 @@ class ShopertiClient:
                 status = response.status_code
                 self._report(endpoint, status)
                 if 200 <= status < 300:
-                    return _decode_json(endpoint, response.content)
+                    body = _decode_json(endpoint, response.content)
+                    return _Answer(body, _http_date(response.headers.get("date")))
                 if status == 401:
                     raise ApiAuthError(
                         f"Shoperti API at {self.api_url} refused the API key (401) for "

@@ -32,6 +32,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
 
 import orjson
 from starlette.applications import Starlette
@@ -81,6 +82,8 @@ def create_app(ctx: ApiContext) -> Starlette:
         async def endpoint(request: Request) -> Response:
             response = await _answer(ctx, handler, request)
             ctx.answers[response.status_code] += 1
+            # The store's own clock, as a real API's Date header gives it.
+            response.headers["date"] = formatdate(ctx.clock(), usegmt=True)
             return response
 
         return endpoint

@@ -172,6 +172,7 @@ class SimulatedStore:
             lifespan="off",
             access_log=False,
             timeout_graceful_shutdown=1,
+            date_header=False,  # the API sends the store's (time-scaled) clock itself
         )
         server = _QuietServer(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name="simulator-api")
