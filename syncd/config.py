@@ -81,6 +81,8 @@ class Settings:
     verify_concurrency: int = 16
     shutdown_grace: float = 20.0
     log_level: str = "INFO"
+    # Outage bounds: how much of the daemon background work and slow peers may take.
+    reconcile_concurrency: int = 2
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log scrubber."""
@@ -145,6 +147,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
         shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
         log_level=_log_level(env.text("SYNCD_LOG_LEVEL")),
+        # Outage bounds.
+        reconcile_concurrency=env.integer("SYNCD_RECONCILE_CONCURRENCY", 2, low=1, high=64),
     )
 
 

@@ -112,11 +112,15 @@ def build_server(settings: Settings, app: ASGIApp) -> _Server:
 
 async def serve(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
+    # The receiver's and health routes' own small pool: the inbox writer
+    # holds one connection, /readyz and /metrics one each, whatever the
+    # worker and reconcile do with the main pool.
+    front = make_engine(settings.database_url, pool_size=3, max_overflow=2, pool_timeout=5)
     try:
         check_schema_at_head(engine)
         # Applying runs in a child process: it would otherwise share this
         # process's interpreter lock with the receiver (syncd.worker_process).
-        app = create_app(settings, engine, apply_in_process=True)
+        app = create_app(settings, engine, apply_in_process=True, front_engine=front)
         server = build_server(settings, app)
         try:
             await server.serve()
@@ -125,6 +129,7 @@ async def serve(settings: Settings) -> None:
                 systemd.notify("STOPPING=1")
     finally:
         engine.dispose()
+        front.dispose()
     if not server.started:
         raise SystemExit(1)
     took = time.monotonic() - (server.stop_requested_at or time.monotonic())

