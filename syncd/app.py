@@ -100,7 +100,7 @@ class Daemon:
 
     def __post_init__(self) -> None:
         front = self.front_engine or self.engine
-        self.committer = GroupCommitter(front)
+        self.committer = GroupCommitter(front, commit_timeout=self.settings.commit_timeout)
         self._ready_check = OneAtATime(self._ready, "syncd-readyz")
         self._backlog_read = OneAtATime(lambda: backlog(front), "syncd-backlog")
         self._backlog: dict[tuple[str, str], int] | BaseException = {}

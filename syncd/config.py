@@ -83,6 +83,7 @@ class Settings:
     log_level: str = "INFO"
     # Outage bounds: how much of the daemon background work and slow peers may take.
     reconcile_concurrency: int = 2
+    commit_timeout: float = 10.0
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log scrubber."""
@@ -149,6 +150,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=_log_level(env.text("SYNCD_LOG_LEVEL")),
         # Outage bounds.
         reconcile_concurrency=env.integer("SYNCD_RECONCILE_CONCURRENCY", 2, low=1, high=64),
+        commit_timeout=env.number("SYNCD_COMMIT_TIMEOUT", 10.0, low=0.1),
     )
 
 

@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import SyncdServe, free_port, syncd_env
+from faults_support import SyncdServe, TcpProxy, event_ids, free_port, syncd_env
 from sqlalchemy import select
 from support import wait_for
+from test_ops import order_event
 
 from syncd.config import load_settings
 from syncd.db.models import SyncState
@@ -155,3 +156,98 @@ def test_reconcile_concurrency_is_checked_at_start_up(value: str) -> None:
         load_settings({"SYNCD_RECONCILE_CONCURRENCY": value})
     assert "SYNCD_RECONCILE_CONCURRENCY" in str(caught.value)
     assert load_settings({}).reconcile_concurrency == 2
+
+
+# --- 3. a database that stops answering ---------------------------------------------------
+
+
+def timed(call: Any) -> tuple[float, Any]:
+    sent = time.monotonic()
+    try:
+        answer = call()
+    except httpx.HTTPError as exc:
+        answer = exc
+    return time.monotonic() - sent, answer
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_stalled_database_gets_503_within_the_commit_bound(db: Any, tmp_path: Path) -> None:
+    """The proxy between syncd and PostgreSQL stops passing bytes: webhooks
+    answer 503 once SYNCD_COMMIT_TIMEOUT has passed (not when the database
+    comes back), /healthz, /readyz (503) and /metrics answer within their
+    bound; once it flows again, the same events are answered 200."""
+    commit_timeout = 3.0
+    port = free_port()
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        env = syncd_env(
+            proxy.url(db.url),
+            SYNCD_PORT=str(port),
+            SYNCD_COMMIT_TIMEOUT=f"{commit_timeout:g}",
+            SYNCD_SHUTDOWN_GRACE="2",
+        )
+        daemon = SyncdServe(env, tmp_path / "serve.log")
+        base = daemon.base_url
+        hook = f"{base}/webhooks/shoperti"
+        bodies = [orjson.dumps(order_event(f"evt_stall_{n}", f"ord_stall_{n}")) for n in range(12)]
+        try:
+            daemon.start()
+            with httpx.Client(timeout=5) as client:
+                assert client.post(
+                    hook, content=orjson.dumps(order_event("evt_w", "o_w"))
+                ).is_success
+            proxy.stall()
+            stalled_at = time.monotonic()
+            results: list[tuple[float, Any]] = [(0.0, None)] * len(bodies)
+
+            def post(n: int) -> None:
+                with httpx.Client(timeout=commit_timeout + 20) as client:
+                    results[n] = timed(lambda: client.post(hook, content=bodies[n]))
+
+            posters = [threading.Thread(target=post, args=(n,)) for n in range(len(bodies))]
+            for poster in posters:
+                poster.start()
+            with httpx.Client(timeout=30) as client:
+                health = timed(lambda: client.get(f"{base}/healthz"))
+                ready = timed(lambda: client.get(f"{base}/readyz"))
+                metrics = timed(lambda: client.get(f"{base}/metrics"))
+            for poster in posters:
+                poster.join(commit_timeout + 30)
+            stall_lasted = time.monotonic() - stalled_at
+            proxy.resume()
+            wait_for(
+                lambda: httpx.get(f"{base}/readyz", timeout=10).status_code == 200,
+                timeout=30,
+                message="/readyz to be ready again",
+            )
+            with httpx.Client(timeout=10) as client:
+                again = [client.post(hook, content=body).status_code for body in bodies]
+            code = daemon.terminate()
+        finally:
+            proxy.resume()
+            daemon.kill()
+    statuses = [getattr(answer, "status_code", repr(answer)) for _, answer in results]
+    took = [seconds for seconds, _ in results]
+    print(
+        f"\n[stalled database] webhooks {statuses[0]} in {min(took):.2f}-{max(took):.2f} s "
+        f"(bound {commit_timeout:g} s); /healthz {health[0]:.3f} s, /readyz "
+        f"{getattr(ready[1], 'status_code', ready[1])} in {ready[0]:.2f} s, /metrics "
+        f"{metrics[0]:.2f} s; stall {stall_lasted:.1f} s; after it {set(again)}"
+    )
+    assert statuses == [503] * len(bodies), statuses
+    assert all(b"not committed within" in answer.content for _, answer in results)
+    assert max(took) < commit_timeout + 2, took
+    assert health[0] < 1 and health[1].status_code == 200
+    assert ready[0] < 4 and ready[1].status_code == 503, ready
+    assert metrics[0] < 4 and metrics[1].status_code == 200, metrics
+    assert "syncd_database_up 0.0" in metrics[1].text
+    assert again == [200] * len(bodies)
+    assert code == 0
+    assert {f"evt_stall_{n}" for n in range(len(bodies))} <= event_ids(db.engine)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_commit_timeout_is_checked_at_start_up(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_COMMIT_TIMEOUT": value})
+    assert "SYNCD_COMMIT_TIMEOUT" in str(caught.value)
+    assert load_settings({}).commit_timeout == 10.0
