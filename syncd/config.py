@@ -84,6 +84,8 @@ class Settings:
     # Outage bounds: how much of the daemon background work and slow peers may take.
     reconcile_concurrency: int = 2
     commit_timeout: float = 10.0
+    header_timeout: float = 10.0
+    keepalive_timeout: int = 5
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log scrubber."""
@@ -151,6 +153,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # Outage bounds.
         reconcile_concurrency=env.integer("SYNCD_RECONCILE_CONCURRENCY", 2, low=1, high=64),
         commit_timeout=env.number("SYNCD_COMMIT_TIMEOUT", 10.0, low=0.1),
+        header_timeout=env.number("SYNCD_HEADER_TIMEOUT", 10.0, low=0.1),
+        keepalive_timeout=env.integer("SYNCD_KEEPALIVE_TIMEOUT", 5, low=1, high=3600),
     )
 
 

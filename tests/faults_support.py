@@ -206,8 +206,11 @@ class SyncdServe:
     """``syncd serve`` in a subprocess; its stderr (the logs) goes to ``log_path``,
     appended across restarts. Always :meth:`kill` it in a ``finally``."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, nofile: int | None = None
+    ) -> None:
         self.env = dict(env)
+        self.nofile = nofile  # a lower limit of open files for the process (RLIMIT_NOFILE)
         self.port = int(self.env["SYNCD_PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -224,6 +227,7 @@ class SyncdServe:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                preexec_fn=self._limit if self.nofile is not None else None,
             )
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -238,6 +242,12 @@ class SyncdServe:
             if time.monotonic() > deadline:
                 raise AssertionError(f"syncd serve did not start:\n{self.logs()[-3000:]}")
             time.sleep(0.05)
+
+    def _limit(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def running(self) -> bool:

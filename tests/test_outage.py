@@ -14,6 +14,11 @@ test saw are printed (``pytest -s`` shows them).
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import itertools
+import logging
+import socket
 import threading
 import time
 from pathlib import Path
@@ -28,6 +33,7 @@ from support import wait_for
 from test_ops import order_event
 
 from syncd.config import load_settings
+from syncd.connections import connection_cap, log_out_of_descriptors
 from syncd.db.models import SyncState
 from syncd.errors import ConfigError
 from syncd.reconcile import LAST_RUN
@@ -251,3 +257,154 @@ def test_commit_timeout_is_checked_at_start_up(value: str) -> None:
         load_settings({"SYNCD_COMMIT_TIMEOUT": value})
     assert "SYNCD_COMMIT_TIMEOUT" in str(caught.value)
     assert load_settings({}).commit_timeout == 10.0
+
+
+# --- 4. idle and slow clients ------------------------------------------------------------
+
+
+class SlowHeaders(threading.Thread):
+    """Sends a webhook's headers one byte a second; notes when the server hangs up."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="slow-headers", daemon=True)
+        self.port = port
+        self.closed_after: float | None = None
+        self.sent = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        request = b"POST /webhooks/shoperti HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            connected = time.monotonic()
+            sock.settimeout(1)
+            for byte in itertools.cycle(request):
+                if self.stopping.is_set():
+                    return
+                try:
+                    sock.sendall(bytes([byte]))
+                    self.sent += 1
+                    if sock.recv(1) == b"":  # waits up to a second: the pace
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            self.closed_after = time.monotonic() - connected
+
+
+def hung_up(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_idle_connections_and_slow_headers_are_closed_and_webhooks_go_on(
+    db: Any, tmp_path: Path
+) -> None:
+    """With the open-file limit at 320, 400 idle connections (more than the
+    process can hold) and a client sending headers one byte a second: every
+    webhook posted meanwhile is answered 200, each idle connection and the
+    slow client are closed by the header timeout, and it says so in the log."""
+    header_timeout = 3.0
+    flood = 400
+    port = free_port()
+    env = syncd_env(db.url, SYNCD_PORT=str(port), SYNCD_HEADER_TIMEOUT=f"{header_timeout:g}")
+    daemon = SyncdServe(env, tmp_path / "serve.log", nofile=320)
+    idle: list[socket.socket] = []
+    slow = SlowHeaders(port)
+    answers: list[tuple[float, Any]] = []
+    try:
+        daemon.start()
+        slow.start()
+        flooded_at = time.monotonic()
+        for _ in range(flood):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setblocking(False)
+            idle.append(sock)
+        for n in range(20):
+            body = orjson.dumps(order_event(f"evt_flood_{n}", f"ord_flood_{n}"))
+            with httpx.Client(timeout=10) as client:
+                answers.append(
+                    timed(
+                        lambda body=body: client.post(
+                            f"{daemon.base_url}/webhooks/shoperti", content=body
+                        )
+                    )
+                )
+        open_now = [sock for sock in idle if not hung_up(sock)]
+        wait_for(
+            lambda: all(hung_up(sock) for sock in open_now),
+            timeout=header_timeout + 15,
+            interval=0.2,
+            message="every idle connection closed",
+        )
+        all_closed = time.monotonic() - flooded_at
+        slow.join(header_timeout + 15)
+        healthy = httpx.get(f"{daemon.base_url}/healthz", timeout=5).status_code
+        code = daemon.terminate()
+    finally:
+        slow.stopping.set()
+        for sock in idle:
+            sock.close()
+        daemon.kill()
+    statuses = [getattr(answer, "status_code", repr(answer)) for _, answer in answers]
+    took = [seconds for seconds, _ in answers]
+    logs = daemon.logs()
+    print(
+        f"\n[idle flood] {flood} idle connections at an open-file limit of 320: webhooks "
+        f"meanwhile {set(statuses)}, max {max(took):.3f} s; still open after the webhooks "
+        f"{len(open_now)}, all closed {all_closed:.1f} s after the flood began; slow headers "
+        f"closed after {slow.closed_after} s ({slow.sent} bytes sent)"
+    )
+    assert statuses == [200] * 20, statuses
+    assert max(took) < 2, took
+    assert slow.closed_after is not None and slow.closed_after < header_timeout + 2
+    assert all_closed < header_timeout + 10
+    assert healthy == 200 and code == 0
+    assert "serve.connections_shed" in logs
+    assert "serve.header_timeout" in logs
+
+
+def test_running_out_of_file_descriptors_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio's loop reports a failed accept to its exception handler."""
+    loop = asyncio.new_event_loop()
+    try:
+        context = {
+            "message": "socket.accept() out of system resource",
+            "exception": OSError(errno.EMFILE, "Too many open files"),
+        }
+        with caplog.at_level(logging.INFO, logger="syncd.serve"):
+            log_out_of_descriptors(loop, context)
+    finally:
+        loop.close()
+    [record] = [r for r in caplog.records if r.name == "syncd.serve"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == "serve.out_of_file_descriptors"
+    assert record.error == "EMFILE"  # type: ignore[attr-defined]
+
+
+def test_connection_cap_keeps_room_for_the_process_own_files() -> None:
+    assert connection_cap(1024) == 768
+    assert connection_cap(320) == 240
+    assert connection_cap(65536) == 65280
+    assert connection_cap(20) == 16
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SYNCD_HEADER_TIMEOUT", "0"),
+        ("SYNCD_KEEPALIVE_TIMEOUT", "0"),
+        ("SYNCD_HEADER_TIMEOUT", "x"),
+    ],
+)
+def test_connection_timeouts_are_checked_at_start_up(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    assert variable in str(caught.value)
+    settings = load_settings({})
+    assert (settings.header_timeout, settings.keepalive_timeout) == (10.0, 5)
