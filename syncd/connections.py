@@ -26,8 +26,8 @@ first. When the process holds more connections than the open-file limit
 leaves room for (:func:`connection_cap`), the oldest waiting one is closed.
 A real sender writes its request as soon as it connects, so it is the
 newest, never the oldest; an idle flood is shed before the process runs
-out of descriptors. Both closings are logged, at most once per 10 s each,
-with counts.
+out of descriptors. Both closings are logged with counts, at most one line
+per 10 s each.
 """
 
 from __future__ import annotations
@@ -58,21 +58,30 @@ def connection_cap(limit: int | None = None) -> int:
 
 
 class _Throttled:
-    """Counts events and logs them at most once per LOG_EVERY seconds."""
+    """Counts closings and logs them: the first at once, those that follow
+    within LOG_EVERY seconds in one line at the end of that time."""
 
-    def __init__(self, event: str, level: int) -> None:
-        self.event, self.level = event, level
+    def __init__(self, event: str, level: int, **facts: Any) -> None:
+        self.event, self.level, self.facts = event, level, facts
         self.total = 0
         self._unlogged = 0
         self._logged_at = -LOG_EVERY
+        self._flush: asyncio.TimerHandle | None = None
 
-    def count(self, **facts: Any) -> None:
+    def count(self, loop: asyncio.AbstractEventLoop) -> None:
         self.total += 1
         self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= LOG_EVERY:
-            log.log(self.level, self.event, extra={"count": self._unlogged, **facts})
-            self._logged_at, self._unlogged = now, 0
+        wait = self._logged_at + LOG_EVERY - time.monotonic()
+        if wait <= 0:
+            self._log()
+        elif self._flush is None:
+            self._flush = loop.call_later(wait, self._log)
+
+    def _log(self) -> None:
+        self._flush = None
+        if self._unlogged:
+            log.log(self.level, self.event, extra={"count": self._unlogged, **self.facts})
+            self._logged_at, self._unlogged = time.monotonic(), 0
 
 
 class ConnectionGuard:
@@ -82,8 +91,12 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.cap = cap
         self.waiting: dict[GuardedHttpToolsProtocol, None] = {}  # oldest first
-        self.timed_out = _Throttled("serve.header_timeout", logging.INFO)
-        self.shed = _Throttled("serve.connections_shed", logging.WARNING)
+        self.timed_out = _Throttled("serve.header_timeout", logging.INFO, seconds=header_timeout)
+        self.shed = _Throttled(
+            "serve.connections_shed",
+            logging.WARNING,
+            reason=f"more than {cap} connections: the open-file limit is near",
+        )
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -100,9 +113,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             oldest = next(iter(self.guard.waiting))
             oldest.transport.close()
             oldest._stop_waiting()
-            self.guard.shed.count(
-                reason=f"more than {self.guard.cap} connections: the open-file limit is near"
-            )
+            self.guard.shed.count(self.loop)
 
     def _await_headers(self) -> None:
         self._stop_waiting()
@@ -120,7 +131,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.guard.waiting.pop(self, None)
         if not self.transport.is_closing():
             self.transport.close()
-            self.guard.timed_out.count(seconds=self.guard.header_timeout)
+            self.guard.timed_out.count(self.loop)
 
     def on_headers_complete(self) -> None:
         self._stop_waiting()
