@@ -59,13 +59,16 @@ class OneAtATime(Generic[T]):
         self._read = read
         self._name = name
         self._lock = threading.Lock()
-        self._future: Future[T] | None = None
+        # The read's value, or what it raised: a Future that no one awaits
+        # any more (its callers gave up) must not hold an exception, or
+        # asyncio logs it as never retrieved.
+        self._future: Future[tuple[T | None, BaseException | None]] | None = None
 
-    def _run(self, future: Future[T]) -> None:
+    def _run(self, future: Future[tuple[T | None, BaseException | None]]) -> None:
         try:
-            future.set_result(self._read())
+            future.set_result((self._read(), None))
         except BaseException as exc:
-            future.set_exception(exc)
+            future.set_result((None, exc))
 
     async def wait(self, within: float) -> T:
         with self._lock:
@@ -77,7 +80,10 @@ class OneAtATime(Generic[T]):
                 )
                 thread.start()
             future = self._future
-        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), within)
+        value, error = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), within)
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Daemon:
         self.committer = GroupCommitter(front, commit_timeout=self.settings.commit_timeout)
         self._ready_check = OneAtATime(self._ready, "syncd-readyz")
         self._backlog_read = OneAtATime(lambda: backlog(front), "syncd-backlog")
+        self._render = OneAtATime(self.metrics.render, "syncd-metrics")
         self._backlog: dict[tuple[str, str], int] | BaseException = {}
         for store in self.settings.stores.values():
             if store.has_api and store.name not in self.clients:
@@ -151,6 +158,12 @@ class Daemon:
         except Exception as exc:  # the scrape says syncd_database_up 0
             self._backlog = exc
 
+    async def render_metrics(self) -> bytes:
+        """The scrape's text, rendered off the event loop (collectors may
+        read more than memory), within twice CHECK_TIMEOUT."""
+        await self.refresh_backlog()
+        return await self._render.wait(2 * CHECK_TIMEOUT)
+
     def _last_backlog(self) -> dict[tuple[str, str], int]:
         if isinstance(self._backlog, BaseException):
             raise self._backlog
@@ -187,9 +200,10 @@ def create_app(
         )
 
     async def metrics_route(_: Request) -> Response:
-        await daemon.refresh_backlog()
-        # Rendered here: no database in it any more, and a few milliseconds.
-        body = daemon.metrics.render()
+        try:
+            body = await daemon.render_metrics()
+        except TimeoutError:
+            return error(503, f"metrics not rendered within {2 * CHECK_TIMEOUT:g} s")
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def http_error(_: Request, exc: Exception) -> Response:
