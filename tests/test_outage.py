@@ -298,6 +298,20 @@ class SlowHeaders(threading.Thread):
             self.closed_after = time.monotonic() - connected
 
 
+def kept_alive_idle_for(port: int) -> float:
+    """Seconds a kept-alive connection stays open after its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            answer += sock.recv(4096)
+        answered = time.monotonic()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        while sock.recv(4096):  # b"" once the server closes it
+            pass
+        return time.monotonic() - answered
+
+
 def hung_up(sock: socket.socket) -> bool:
     try:
         return sock.recv(1) == b""
@@ -318,19 +332,24 @@ def test_idle_connections_and_slow_headers_are_closed_and_webhooks_go_on(
     header_timeout = 3.0
     flood = 400
     port = free_port()
-    env = syncd_env(db.url, SYNCD_PORT=str(port), SYNCD_HEADER_TIMEOUT=f"{header_timeout:g}")
+    env = syncd_env(
+        db.url,
+        SYNCD_PORT=str(port),
+        SYNCD_HEADER_TIMEOUT=f"{header_timeout:g}",
+        SYNCD_KEEPALIVE_TIMEOUT="1",
+    )
     daemon = SyncdServe(env, tmp_path / "serve.log", nofile=320)
     idle: list[socket.socket] = []
     slow = SlowHeaders(port)
     answers: list[tuple[float, Any]] = []
     try:
         daemon.start()
-        slow.start()
         flooded_at = time.monotonic()
         for _ in range(flood):
             sock = socket.create_connection(("127.0.0.1", port))
             sock.setblocking(False)
             idle.append(sock)
+        slow.start()  # after the flood: newer than the idle ones, so not the one shed
         for n in range(20):
             body = orjson.dumps(order_event(f"evt_flood_{n}", f"ord_flood_{n}"))
             with httpx.Client(timeout=10) as client:
@@ -351,6 +370,7 @@ def test_idle_connections_and_slow_headers_are_closed_and_webhooks_go_on(
         all_closed = time.monotonic() - flooded_at
         slow.join(header_timeout + 15)
         healthy = httpx.get(f"{daemon.base_url}/healthz", timeout=5).status_code
+        kept_alive = kept_alive_idle_for(port)
         code = daemon.terminate()
     finally:
         slow.stopping.set()
@@ -364,12 +384,15 @@ def test_idle_connections_and_slow_headers_are_closed_and_webhooks_go_on(
         f"\n[idle flood] {flood} idle connections at an open-file limit of 320: webhooks "
         f"meanwhile {set(statuses)}, max {max(took):.3f} s; still open after the webhooks "
         f"{len(open_now)}, all closed {all_closed:.1f} s after the flood began; slow headers "
-        f"closed after {slow.closed_after} s ({slow.sent} bytes sent)"
+        f"closed after {slow.closed_after:.2f} s ({slow.sent} bytes sent); a kept-alive "
+        f"connection closed {kept_alive:.2f} s after its answer (keep-alive timeout 1 s)"
     )
     assert statuses == [200] * 20, statuses
     assert max(took) < 2, took
-    assert slow.closed_after is not None and slow.closed_after < header_timeout + 2
+    assert slow.closed_after is not None
+    assert header_timeout - 0.5 < slow.closed_after < header_timeout + 2, slow.closed_after
     assert all_closed < header_timeout + 10
+    assert 0.5 < kept_alive < 3, kept_alive
     assert healthy == 200 and code == 0
     assert "serve.connections_shed" in logs
     assert "serve.header_timeout" in logs
