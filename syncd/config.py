@@ -81,7 +81,7 @@ class Settings:
     verify_concurrency: int = 16
     shutdown_grace: float = 20.0
     log_level: str = "INFO"
-    # Outage bounds: how much of the daemon background work and slow peers may take.
+    # Outage bounds: how much of the daemon's resources background work and slow clients may take.
     reconcile_concurrency: int = 2
     commit_timeout: float = 10.0
     header_timeout: float = 10.0
