@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
@@ -33,6 +36,54 @@ from syncd.worker import Worker, backlog
 from syncd.worker_process import ApplyProcess
 
 log = logging.getLogger("syncd.app")
+T = TypeVar("T")
+# How long /readyz and /metrics wait for the database before answering
+# without it (readyz: 503; metrics: syncd_database_up 0).
+CHECK_TIMEOUT = 2.0
+
+
+class OneAtATime(Generic[T]):
+    """A blocking database read for a health route, run in a thread of its
+    own, at most one at a time; a caller waits at most ``within`` seconds.
+
+    A database that stops answering hangs the read, not the route: the read
+    keeps its one thread and connection until the database answers, and the
+    callers that come meanwhile wait for that same read (and give up after
+    ``within``) instead of piling up threads and connections behind it. The
+    thread is a daemon thread: a hung read never holds up the process's exit
+    (neither the default executor, busy with the worker, nor the exit's join
+    of executor threads stands in the way).
+    """
+
+    def __init__(self, read: Callable[[], T], name: str) -> None:
+        self._read = read
+        self._name = name
+        self._lock = threading.Lock()
+        # The read's value, or what it raised: a Future that no one awaits
+        # any more (its callers gave up) must not hold an exception, or
+        # asyncio logs it as never retrieved.
+        self._future: Future[tuple[T | None, BaseException | None]] | None = None
+
+    def _run(self, future: Future[tuple[T | None, BaseException | None]]) -> None:
+        try:
+            future.set_result((self._read(), None))
+        except BaseException as exc:
+            future.set_result((None, exc))
+
+    async def wait(self, within: float) -> T:
+        with self._lock:
+            if self._future is None or self._future.done():
+                self._future = Future()
+                self._future.set_running_or_notify_cancel()
+                thread = threading.Thread(
+                    target=self._run, args=(self._future,), name=self._name, daemon=True
+                )
+                thread.start()
+            future = self._future
+        value, error = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), within)
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
 
 
 @dataclass
@@ -44,13 +95,22 @@ class Daemon:
     metrics: Metrics = field(default_factory=Metrics)
     clients: dict[str, ShopertiClient] = field(default_factory=dict)
     apply_in_process: bool = False
+    # The receiver's and the health routes' own engine (``syncd serve`` gives
+    # them a small pool apart from the worker's and reconcile's, so that
+    # background work can never take the connections webhooks need).
+    front_engine: Engine | None = None
     committer: GroupCommitter = field(init=False)
     apply_process: ApplyProcess | None = field(init=False, default=None)
     worker: Worker = field(init=False)
     head: str | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.committer = GroupCommitter(self.engine)
+        front = self.front_engine or self.engine
+        self.committer = GroupCommitter(front, commit_timeout=self.settings.commit_timeout)
+        self._ready_check = OneAtATime(self._ready, "syncd-readyz")
+        self._backlog_read = OneAtATime(lambda: backlog(front), "syncd-backlog")
+        self._render = OneAtATime(self.metrics.render, "syncd-metrics")
+        self._backlog: dict[tuple[str, str], int] | BaseException = {}
         for store in self.settings.stores.values():
             if store.has_api and store.name not in self.clients:
                 assert store.api_url is not None and store.api_key is not None
@@ -70,19 +130,44 @@ class Daemon:
             apply_step=self.apply_process.apply if self.apply_process else None,
         )
         self.head = head_revision()
-        self.metrics.watch_backlog(lambda: backlog(self.engine), stores=self.settings.stores)
+        self.metrics.watch_backlog(self._last_backlog, stores=self.settings.stores)
         self.metrics.watch_commits(lambda: self.committer.commits)
 
-    def ready(self) -> tuple[bool, str]:
+    async def ready(self) -> tuple[bool, str]:
         try:
-            with dialect.reading(self.engine) as conn:
+            return await self._ready_check.wait(CHECK_TIMEOUT)
+        except TimeoutError:
+            return False, f"database did not answer within {CHECK_TIMEOUT:g} s"
+
+    def _ready(self) -> tuple[bool, str]:
+        front = self.front_engine or self.engine
+        try:
+            with dialect.reading(front) as conn:
                 conn.execute(text("SELECT 1"))
-            current = current_revision(self.engine)
+            current = current_revision(front)
         except Exception as exc:
             return False, f"database unavailable ({type(exc).__name__})"
         if current != self.head:
             return False, f"schema at {current}, not {self.head}: run `syncd db upgrade`"
         return True, "ready"
+
+    async def refresh_backlog(self) -> None:
+        """Read the backlog for the next scrape, waiting at most CHECK_TIMEOUT."""
+        try:
+            self._backlog = await self._backlog_read.wait(CHECK_TIMEOUT)
+        except Exception as exc:  # the scrape says syncd_database_up 0
+            self._backlog = exc
+
+    async def render_metrics(self) -> bytes:
+        """The scrape's text, rendered off the event loop (collectors may
+        read more than memory), within twice CHECK_TIMEOUT."""
+        await self.refresh_backlog()
+        return await self._render.wait(2 * CHECK_TIMEOUT)
+
+    def _last_backlog(self) -> dict[tuple[str, str], int]:
+        if isinstance(self._backlog, BaseException):
+            raise self._backlog
+        return self._backlog
 
 
 def create_app(
@@ -93,9 +178,14 @@ def create_app(
     run_scheduler: bool = True,
     metrics: Metrics | None = None,
     apply_in_process: bool = False,
+    front_engine: Engine | None = None,
 ) -> Starlette:
     daemon = Daemon(
-        settings, engine, metrics=metrics or Metrics(), apply_in_process=apply_in_process
+        settings,
+        engine,
+        metrics=metrics or Metrics(),
+        apply_in_process=apply_in_process,
+        front_engine=front_engine,
     )
     webhook = WebhookEndpoint(settings, daemon.committer, daemon.metrics, daemon.worker.wake)
 
@@ -103,14 +193,17 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        ok, reason = await asyncio.to_thread(daemon.ready)
+        ok, reason = await daemon.ready()
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "reason": reason},
             status_code=200 if ok else 503,
         )
 
     async def metrics_route(_: Request) -> Response:
-        body = await asyncio.to_thread(daemon.metrics.render)
+        try:
+            body = await daemon.render_metrics()
+        except TimeoutError:
+            return error(503, f"metrics not rendered within {2 * CHECK_TIMEOUT:g} s")
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def http_error(_: Request, exc: Exception) -> Response:

@@ -81,6 +81,11 @@ class Settings:
     verify_concurrency: int = 16
     shutdown_grace: float = 20.0
     log_level: str = "INFO"
+    # Outage bounds: how much of the daemon's resources background work and slow clients may take.
+    reconcile_concurrency: int = 2
+    commit_timeout: float = 10.0
+    header_timeout: float = 10.0
+    keepalive_timeout: int = 5
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log scrubber."""
@@ -145,6 +150,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
         shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
         log_level=_log_level(env.text("SYNCD_LOG_LEVEL")),
+        # Outage bounds.
+        reconcile_concurrency=env.integer("SYNCD_RECONCILE_CONCURRENCY", 2, low=1, high=64),
+        commit_timeout=env.number("SYNCD_COMMIT_TIMEOUT", 10.0, low=0.1),
+        header_timeout=env.number("SYNCD_HEADER_TIMEOUT", 10.0, low=0.1),
+        keepalive_timeout=env.integer("SYNCD_KEEPALIVE_TIMEOUT", 5, low=1, high=3600),
     )
 
 

@@ -165,11 +165,22 @@ class GroupCommitter:
     While one commit runs, the requests that arrive queue up; the next commit
     takes all of them (up to ``max_batch``). At low load that is one event
     per commit with no added wait; under load, many.
+
+    A request waits at most ``commit_timeout`` seconds for its commit. A
+    database that stops answering (frozen, or a network path that went
+    dead) raises no error: without the bound every request would hang as long
+    as the database does, long after the platform's sender gave up. Past it
+    the request is told "not committed" (503: the platform retries); its row
+    stays queued and may still commit later, which is harmless, since the
+    inbox ignores an id it holds already.
     """
 
-    def __init__(self, engine: Engine, *, max_batch: int = 500) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch: int = 500, commit_timeout: float = 10.0
+    ) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.commit_timeout = commit_timeout
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-inbox")
         self._task: asyncio.Task[None] | None = None
@@ -194,7 +205,12 @@ class GroupCommitter:
             raise DatabaseUnavailable("the inbox is not accepting events")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put((row, future))
-        await future
+        try:
+            await asyncio.wait_for(future, self.commit_timeout)  # cancels it on timeout
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"not committed within {self.commit_timeout:g} s (it may be later)"
+            ) from None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

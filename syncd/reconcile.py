@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 from syncd import inbox
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
+from syncd.db.engine import lock_engine
 from syncd.db.models import RefreshRequest, SyncState
 from syncd.errors import ApiNotFound
 from syncd.inbox import utcnow
@@ -95,8 +96,10 @@ def _time(value: Any) -> datetime | None:
 
 @contextlib.asynccontextmanager
 async def exclusive(engine: Engine, name: str) -> AsyncIterator[bool]:
-    """Try to take a cross-process lock for the duration of the block."""
-    conn = await asyncio.to_thread(engine.connect)
+    """Try to take a cross-process lock for the duration of the block. The
+    lock's connection is not one of ``engine``'s pooled ones (see
+    :func:`syncd.db.engine.lock_engine`): the block's work takes those."""
+    conn = await asyncio.to_thread(lock_engine(engine).connect)
     lock = dialect.session_lock(conn, name)
     try:
         got = await asyncio.to_thread(lock.__enter__)

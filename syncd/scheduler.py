@@ -3,6 +3,11 @@
 One interval job per store with an API: ``max_instances=1`` and coalescing,
 so a slow run is never overlapped by the next one in this process, and the
 cross-process lock in :mod:`syncd.reconcile` keeps other processes out.
+
+At most ``SYNCD_RECONCILE_CONCURRENCY`` stores reconcile at once; the
+others wait their turn (all jobs start together at start-up). However many
+stores there are, reconcile then takes a bounded share of the connection
+pool and of the threads, and the worker and the receiver keep theirs.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ def start_scheduler(daemon: Daemon) -> RunningScheduler | None:
         return None
     scheduler = AsyncIOScheduler(timezone=UTC)
     running: set[asyncio.Task[object]] = set()
+    turns = asyncio.Semaphore(settings.reconcile_concurrency)
 
     for store in settings.stores.values():
         client = daemon.clients.get(store.name)
@@ -54,13 +60,14 @@ def start_scheduler(daemon: Daemon) -> RunningScheduler | None:
             if task is not None:
                 running.add(task)
             try:
-                report = await reconcile_store(
-                    daemon.engine,
-                    settings,
-                    settings.stores[store_name],
-                    daemon.clients[store_name],
-                    metrics=daemon.metrics,
-                )
+                async with turns:
+                    report = await reconcile_store(
+                        daemon.engine,
+                        settings,
+                        settings.stores[store_name],
+                        daemon.clients[store_name],
+                        metrics=daemon.metrics,
+                    )
                 if report.found:
                     daemon.worker.wake()
             except asyncio.CancelledError:

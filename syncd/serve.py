@@ -18,6 +18,7 @@ beyond the schema check: routes and work belong to :mod:`syncd.app`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp
 
 from syncd.app import create_app
 from syncd.config import Settings
+from syncd.connections import connection_cap, guarded_protocol, log_out_of_descriptors
 from syncd.db.engine import check_schema_at_head, make_engine
 from syncd.ops import systemd
 
@@ -106,17 +108,25 @@ def build_server(settings: Settings, app: ASGIApp) -> _Server:
         access_log=False,  # it would print query strings: the webhook token
         timeout_graceful_shutdown=max(math.ceil(settings.shutdown_grace), 1),
         server_header=False,
+        # Idle and slow connections are closed (syncd.connections).
+        http=guarded_protocol(settings.header_timeout, connection_cap()),
+        timeout_keep_alive=settings.keepalive_timeout,
     )
     return _Server(config, settings)
 
 
 async def serve(settings: Settings) -> None:
+    asyncio.get_running_loop().set_exception_handler(log_out_of_descriptors)
     engine = make_engine(settings.database_url)
+    # The receiver's and health routes' own small pool: the inbox writer
+    # holds one connection, /readyz and /metrics one each, whatever the
+    # worker and reconcile do with the main pool.
+    front = make_engine(settings.database_url, pool_size=3, max_overflow=2, pool_timeout=5)
     try:
         check_schema_at_head(engine)
         # Applying runs in a child process: it would otherwise share this
         # process's interpreter lock with the receiver (syncd.worker_process).
-        app = create_app(settings, engine, apply_in_process=True)
+        app = create_app(settings, engine, apply_in_process=True, front_engine=front)
         server = build_server(settings, app)
         try:
             await server.serve()
@@ -125,6 +135,7 @@ async def serve(settings: Settings) -> None:
                 systemd.notify("STOPPING=1")
     finally:
         engine.dispose()
+        front.dispose()
     if not server.started:
         raise SystemExit(1)
     took = time.monotonic() - (server.stop_requested_at or time.monotonic())

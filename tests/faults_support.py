@@ -4,7 +4,9 @@ the database the tests assert on.
 
 The proxy stands between syncd and PostgreSQL so a test can take the
 database away (every open connection closed, new ones reset at once) and
-give it back, without touching the server other tests share.
+give it back, without touching the server other tests share; or stall it
+(connections stay open, nothing passes either way: a frozen server or a
+dead network path, which no error reveals) and let it flow again.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ class TcpProxy:
 
     While cut, every connection it held is closed and every new one is reset
     as soon as it is accepted (the client sees the server refuse it);
-    :meth:`restore` forwards again. Threads only: it works under any event loop.
+    :meth:`restore` forwards again. While stalled (:meth:`stall`), every
+    connection stays open and new ones are accepted, but no byte is passed on
+    until :meth:`resume`. Threads only: it works under any event loop.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -67,6 +71,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._open = True
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._stopping = False
         self.refused = 0
         self.forwarded = 0
@@ -95,8 +101,15 @@ class TcpProxy:
         with self._lock:
             self._open = True
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._stopping = True
+        self._flowing.set()
         self.cut()
         if self._thread.is_alive():
             self._thread.join(5)
@@ -139,6 +152,7 @@ class TcpProxy:
                 chunk = source.recv(65536)
                 if not chunk:
                     break
+                self._flowing.wait()
                 sink.sendall(chunk)
         except OSError:
             pass
@@ -192,8 +206,11 @@ class SyncdServe:
     """``syncd serve`` in a subprocess; its stderr (the logs) goes to ``log_path``,
     appended across restarts. Always :meth:`kill` it in a ``finally``."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, *, nofile: int | None = None
+    ) -> None:
         self.env = dict(env)
+        self.nofile = nofile  # a lower limit of open files for the process (RLIMIT_NOFILE)
         self.port = int(self.env["SYNCD_PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -210,6 +227,7 @@ class SyncdServe:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                preexec_fn=self._limit if self.nofile is not None else None,
             )
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -224,6 +242,12 @@ class SyncdServe:
             if time.monotonic() > deadline:
                 raise AssertionError(f"syncd serve did not start:\n{self.logs()[-3000:]}")
             time.sleep(0.05)
+
+    def _limit(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def running(self) -> bool:

@@ -37,6 +37,7 @@ from support import serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import Settings, load_settings
+from syncd.connections import connection_cap
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event, metadata
 
@@ -176,6 +177,19 @@ def test_unit_runs_upgrade_then_serve_with_credentials_and_a_long_enough_stop(
     assert store.api_key is not None and store.api_key.reveal() == "api_key-value-123"
     assert store.webhook_secret is not None
     assert store.webhook_secret.reveal() == "webhook_secret-value-123"
+
+
+def test_unit_sets_an_open_file_limit_that_syncd_cannot_raise_itself() -> None:
+    """systemd's default soft limit is 1,024 open files, and the unit's
+    ``SystemCallFilter=~@resources`` forbids setrlimit: the unit must set it."""
+    unit = unit_settings()
+    assert any("@resources" in value for value in unit["Service.SystemCallFilter"])
+    values = unit.get("Service.LimitNOFILE", [])
+    assert len(values) == 1, "the unit sets no LimitNOFILE"
+    soft, _, hard = values[0].partition(":")
+    assert int(soft) >= 16384 and int(hard or soft) >= int(soft)
+    # What syncd then holds in client connections before it sheds idle ones.
+    assert connection_cap(int(soft)) >= 16000
 
 
 # --- example settings ------------------------------------------------------------------

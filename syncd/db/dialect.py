@@ -59,7 +59,9 @@ def database_url(raw: str, variable: str = "SYNCD_DATABASE_URL") -> URL:
     return url
 
 
-def engine_options(url: URL) -> dict[str, Any]:
+def engine_options(
+    url: URL, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
+) -> dict[str, Any]:
     options: dict[str, Any] = {
         "json_serializer": lambda obj: orjson.dumps(obj).decode(),
         "json_deserializer": orjson.loads,
@@ -71,8 +73,9 @@ def engine_options(url: URL) -> dict[str, Any]:
         # Timeout in seconds to wait for the write lock; also set as a pragma.
         options["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
-        options["pool_size"] = 10
-        options["max_overflow"] = 10
+        options["pool_size"] = pool_size
+        options["max_overflow"] = max_overflow
+        options["pool_timeout"] = pool_timeout
         options["pool_recycle"] = 1800
         if url.get_backend_name() == "postgresql":
             options["connect_args"] = {"connect_timeout": 5}

@@ -8,22 +8,51 @@ database's schema is at the newest migration.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from syncd.db import dialect
 from syncd.errors import SchemaNotAtHead
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
+) -> Engine:
     parsed = dialect.database_url(url)
-    engine = create_engine(parsed, **dialect.engine_options(parsed))
+    options = dialect.engine_options(
+        parsed, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout
+    )
+    engine = create_engine(parsed, **options)
     dialect.configure_engine(engine)
     return engine
+
+
+_lock_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def lock_engine(engine: Engine) -> Engine:
+    """An engine beside ``engine`` for locks held through a long run (the
+    reconcile lock): each lock gets a connection of its own, outside
+    ``engine``'s pool. A run that held a pooled connection for its lock and
+    then waited for a second one for its work could wait for itself: with
+    one lock per store, as many stores as the pool holds took the whole pool
+    and none got its second connection. Without a pool (``NullPool``) the
+    connection is opened for the lock and closed with it."""
+    found = _lock_engines.get(engine)
+    if found is None:
+        options = dialect.engine_options(engine.url)
+        for name in ("pool_size", "max_overflow", "pool_timeout", "pool_recycle"):
+            options.pop(name, None)
+        found = create_engine(engine.url, poolclass=NullPool, **options)
+        dialect.configure_engine(found)
+        _lock_engines[engine] = found
+    return found
 
 
 def migrations_dir() -> Path:
