@@ -87,6 +87,7 @@ def collect(
         if last_run and last_run.get("error"):
             entry["reconcile_last_run"]["error"] = scrub(str(last_run["error"]))[:300]
         entry["problems"] = problems(entry, settings, now)
+        entry["advice"] = advice(entry)
     return stores
 
 
@@ -96,9 +97,11 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
     failed = entry["counts"]["failed"]
     if failed:
         found.append(
-            f"{failed} failed event(s): see `events.last_error`, fix, then set them "
-            "back to pending or run `syncd replay`"
+            f"{failed} failed event(s): see `syncd events list --status failed --store "
+            f"{entry['store']}`, fix the cause, then `syncd events retry --status failed "
+            f"--store {entry['store']}`"
         )
+
     run = entry["reconcile_last_run"]
     interval = settings.reconcile_interval
     if entry["api"] and interval > 0 and run and run.get("error"):
@@ -113,6 +116,19 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
                 f"(more than two intervals of {interval:g} s)"
             )
     return found
+
+
+def advice(entry: dict[str, Any]) -> list[str]:
+    """Worth a look, not a failure: rejected events (anyone can post a made-up
+    event, so they alone do not make the exit status 1)."""
+    rejected = entry["counts"]["rejected"]
+    if not rejected:
+        return []
+    return [
+        f"{rejected} rejected event(s): see `syncd events list --status rejected --store "
+        f"{entry['store']}`; if the API knows them after all, `syncd events retry --status "
+        f"rejected --store {entry['store']}` verifies them again"
+    ]
 
 
 def _time(value: Any) -> datetime | None:
@@ -167,6 +183,7 @@ def render_text(stores: list[dict[str, Any]]) -> str:
             f"last success {run.get('last_success_at') or '-'})",
         ]
         lines += [f"  PROBLEM        {problem}" for problem in entry["problems"]]
+        lines += [f"  NOTE           {note}" for note in entry["advice"]]
     return "\n".join(lines) + "\n"
 
 
