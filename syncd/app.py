@@ -24,9 +24,10 @@ from starlette.routing import Route
 from syncd.config import Settings
 from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
-from syncd.inbox import GroupCommitter
+from syncd.inbox import GroupCommitter, utcnow
 from syncd.ops.metrics import Metrics
 from syncd.ops.request_id import RequestIdMiddleware
+from syncd.ops.status import freshness
 from syncd.receiver import WebhookEndpoint, error
 from syncd.shoperti.client import ShopertiClient
 from syncd.worker import Worker, backlog
@@ -72,6 +73,15 @@ class Daemon:
         self.head = head_revision()
         self.metrics.watch_backlog(lambda: backlog(self.engine), stores=self.settings.stores)
         self.metrics.watch_commits(lambda: self.committer.commits)
+        self.metrics.watch_freshness(
+            lambda: freshness(self.engine, self.settings.stores),
+            utcnow,
+            {
+                store.name: self.settings.reconcile_interval
+                for store in self.settings.stores.values()
+                if store.has_api and self.settings.reconcile_interval > 0
+            },
+        )
 
     def ready(self) -> tuple[bool, str]:
         try:

@@ -13,6 +13,7 @@ It only reads. It must never show a payload, a secret, an event's
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,10 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncd.config import Settings
 from syncd.db import dialect
 from syncd.db.engine import check_schema_at_head, make_engine
-from syncd.db.models import Event
+from syncd.db.models import Event, SyncState
 from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import utcnow
 from syncd.ops.logs import scrub
+from syncd.ops.metrics import Freshness
 from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, read_state
 from syncd.shoperti import wire
 
@@ -89,6 +91,29 @@ def collect(
         entry["problems"] = problems(entry, settings, now)
         entry["advice"] = advice(entry)
     return stores
+
+
+def freshness(engine: Engine, stores: Iterable[str] = ()) -> dict[str, Freshness]:
+    """Per store (``stores`` and any with pending events or a reconcile run):
+    when its oldest pending event was received and when its reconcile last
+    succeeded (for /metrics)."""
+    facts: dict[str, Freshness] = {}
+    with dialect.reading(engine) as conn:
+        oldest = dict(
+            conn.execute(
+                select(Event.store, func.min(Event.received_at))
+                .where(Event.status == "pending")
+                .group_by(Event.store)
+            ).all()
+        )
+        runs = conn.execute(
+            select(SyncState.store, SyncState.value).where(SyncState.name == LAST_RUN)
+        ).all()
+        conn.commit()
+    success = {store: _time((value or {}).get("last_success_at")) for store, value in runs}
+    for store in sorted(set(stores) | set(oldest) | set(success)):
+        facts[store] = Freshness(oldest.get(store), success.get(store))
+    return facts
 
 
 def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
