@@ -435,6 +435,11 @@ class Worker:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def crashed(self) -> bool:
+        """Started, and its loop ended without being told to stop."""
+        return self._task is not None and self._task.done() and not self._stopping
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="syncd-worker")
 
