@@ -89,7 +89,7 @@ def test_list_show_and_retry(
     put(db.engine, order_event("evt_f2", "o2", event_type="order.paid"), state="failed",
         minutes_ago=4, verified=True, attempts=3, error="database error: deadlock")  # fmt: skip
     put(db.engine, order_event("evt_r1", "o3"), state="rejected", minutes_ago=3, attempts=1,
-        error="the API does not know this event id")  # fmt: skip
+        verified=True, error="the API does not know this event id")  # fmt: skip
     put(db.engine, order_event("evt_a1", "o4"), state="applied", minutes_ago=2, verified=True)
     put(db.engine, order_event("evt_p1", "o5"), state="pending", minutes_ago=1)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from syncd.config import Settings
@@ -179,22 +179,23 @@ def retry_events(
         for row in rows:
             by_status[row.status] = by_status.get(row.status, 0) + 1
         if rows and not dry_run:
-            for store in {row.store for row in rows}:
-                chosen = [row.id for row in rows if row.store == store]
+            groups: dict[tuple[str, str], list[str]] = {}
+            for row in rows:
+                groups.setdefault((row.store, row.status), []).append(row.id)
+            for (store, status_was), chosen in groups.items():
+                values: dict[str, Any] = {
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": None,
+                    "processed_at": None,
+                }
+                if status_was == "rejected":
+                    values["verified"] = False  # checked against the API again
                 for ids_in in dialect.key_in(conn, Event.__table__.c.id, chosen):
                     conn.execute(
                         update(Event)
-                        .where(Event.store == store, ids_in, Event.status.in_(RETRYABLE))
-                        .values(
-                            status="pending",
-                            attempts=0,
-                            next_attempt_at=None,
-                            processed_at=None,
-                            # A rejected event is checked against the API again.
-                            verified=case(
-                                (Event.status == "rejected", False), else_=Event.verified
-                            ),
-                        )
+                        .where(Event.store == store, ids_in, Event.status == status_was)
+                        .values(**values)
                     )
         conn.commit()
     return Retried(len(rows), by_status, unknown, not_retryable, dry_run)
