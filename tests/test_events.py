@@ -266,3 +266,12 @@ def test_a_retried_rejected_event_is_verified_again_and_giving_up_logs_one_warni
     text = captured_logs.getvalue()
     assert EMAIL_A not in text
     assert "o-broken" not in text  # nothing of the payload but the type
+
+
+def test_an_unreachable_database_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for args in (["list"], ["show", "evt_1"], ["retry", "--status", "failed"]):
+        code, out = syncd(capsys, monkeypatch, "postgresql://nobody@127.0.0.1:1/syncd", *args)
+        assert code == 1 and out.count("\n") == 1 and out.startswith("syncd: "), out
+        assert "nobody" not in out

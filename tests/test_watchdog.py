@@ -122,6 +122,23 @@ def test_a_blocked_event_loop_stops_the_pings_until_it_turns_again(
     assert [r["reason"] for r in withheld] == ["the inbox writer is not running"]
 
 
+def test_a_dead_worker_loop_stops_the_pings(
+    db: Any, pings: Pings, captured_logs: io.StringIO
+) -> None:
+    app = create_app(settings_for(db.url), db.engine, run_scheduler=False)
+    daemon = app.state.daemon
+    with serving(app):
+        pings.wait_for_ping(10)
+        assert daemon.watchdog is not None and not daemon.worker.crashed
+        daemon.watchdog.get_loop().call_soon_threadsafe(daemon.worker._task.cancel)
+        wait_for(lambda: daemon.worker.crashed, message="the worker loop to end")
+        pings.collect(0.3)
+        assert pings.collect(1.5) == []
+    records = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+    withheld = [r["reason"] for r in records if r["event"] == "watchdog.withheld"]
+    assert withheld == ["the worker loop has ended"]
+
+
 def children(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return [int(child) for child in text.split()]
