@@ -25,6 +25,13 @@ root service without any hardening. Shared propagation inside the private
 namespace fixes that without anything reaching the host (the namespace's
 mounts have no peers outside it).
 
+The write probes found that systemd 252 leaves /run out of
+ProtectSystem=strict once ProtectKernelTunables=, ProtectControlGroups= or
+ProtectProc= are set (they imply its API file systems, whose list holds
+/run, and the read-only remount skips whatever that list names), so
+world-writable /run/lock was writable by the service user: the unit now says
+ReadOnlyPaths=/run, and the probes hold it to that.
+
 The unit is used as shipped, plus one drop-in with only what a test install
 needs: ``DefaultDependencies=no`` (no sysinit runs in the namespace), the
 virtualenv's ``syncd`` for ExecStartPre/ExecStart (instead of the
@@ -77,6 +84,7 @@ PROBES = (
     "/var/tmp/..",
     INSIDE,
     "/run",
+    "/run/lock",
     str(Path(sys.prefix) / "bin"),
     str(ROOT),
 )
@@ -406,6 +414,8 @@ def test_the_unit_under_a_real_systemd(namespace: Namespace, tmp_path: Path) -> 
         assert writable == dict.fromkeys(PROBES, False) | dict.fromkeys(WRITABLE, True), errors
         assert errors["/var/lib/syncd-scratch"] == "Read-only file system", errors
         assert errors["/etc/syncd"] == "Read-only file system", errors
+        # World-writable /run/lock: read-only only thanks to the unit's ReadOnlyPaths=/run.
+        assert errors["/run/lock"] == "Read-only file system", errors
         # The database, its WAL files and the reconcile lock file, nothing else.
         written = sorted(p.name for p in database.parent.iterdir())
         assert written[0] == "syncd.db" and all(n.startswith("syncd.db") for n in written)
