@@ -27,9 +27,11 @@ from starlette.routing import Route
 from syncd.config import Settings
 from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
-from syncd.inbox import GroupCommitter
+from syncd.inbox import GroupCommitter, utcnow
+from syncd.ops import watchdog
 from syncd.ops.metrics import Metrics
 from syncd.ops.request_id import RequestIdMiddleware
+from syncd.ops.status import freshness
 from syncd.receiver import WebhookEndpoint, error
 from syncd.shoperti.client import ShopertiClient
 from syncd.worker import Worker, backlog
@@ -103,6 +105,9 @@ class Daemon:
     apply_process: ApplyProcess | None = field(init=False, default=None)
     worker: Worker = field(init=False)
     head: str | None = field(init=False)
+    # How long the apply process may be silent before the watchdog is starved.
+    watchdog_patience: float = 5.0
+    watchdog: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         front = self.front_engine or self.engine
@@ -132,6 +137,26 @@ class Daemon:
         self.head = head_revision()
         self.metrics.watch_backlog(self._last_backlog, stores=self.settings.stores)
         self.metrics.watch_commits(lambda: self.committer.commits)
+        self.metrics.watch_freshness(
+            lambda: freshness(self.engine, self.settings.stores),
+            utcnow,
+            {
+                store.name: self.settings.reconcile_interval
+                for store in self.settings.stores.values()
+                if store.has_api and self.settings.reconcile_interval > 0
+            },
+        )
+
+    def watchdog_problem(self) -> str | None:
+        """Why the systemd watchdog must not be fed now; None when all is well."""
+        if not self.committer.running:
+            return "the inbox writer is not running"
+        if self.worker.crashed:
+            return "the worker loop has ended"
+        process = self.apply_process
+        if process is not None and process.silent_for() > self.watchdog_patience:
+            return f"the apply process has not answered for {self.watchdog_patience:g} s"
+        return None
 
     async def ready(self) -> tuple[bool, str]:
         try:
@@ -229,9 +254,11 @@ def create_app(
             from syncd.scheduler import start_scheduler
 
             scheduler = start_scheduler(daemon)
+        daemon.watchdog = watchdog.start(daemon.watchdog_problem)
         try:
             yield
         finally:
+            await watchdog.stop(daemon.watchdog)
             if scheduler is not None:
                 await scheduler.stop()
             await daemon.committer.stop()

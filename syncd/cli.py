@@ -12,11 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from syncd.config import Settings, StoreConfig, load_settings
 from syncd.errors import SyncdError
 
 log = logging.getLogger("syncd.cli")
+EVENT_STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="print JSON")
     status = commands.add_parser("status", help="per store: backlog, lag, reconcile state")
     status.add_argument("--json", action="store_true", help="print JSON")
+    _events_parser(commands)
     commands.add_parser("simulator", help="a simulated Shoperti store (see --help)", add_help=False)
     commands.add_parser("bench", help="performance benchmarks (see --help)", add_help=False)
     demo = commands.add_parser("demo", help="end to end on SQLite with a simulated store")
@@ -68,6 +71,39 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--orders", type=int, default=300, help="orders to sell (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     return parser
+
+
+def _events_parser(commands: Any) -> None:
+    events = commands.add_parser("events", help="inspect and re-queue events: list, show, retry")
+    actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="events, newest first (never payloads)")
+    listing.add_argument("--store", help="store name (default: all stores)")
+    listing.add_argument("--status", choices=EVENT_STATUSES, help="only events in STATUS")
+    listing.add_argument("--type", help="only events of type T (e.g. order.paid)")
+    listing.add_argument("--since", type=_date, help="only events received since DATE")
+    listing.add_argument("--limit", type=_positive, default=50, help="at most N (default 50)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    show = actions.add_parser("show", help="one event (its payload only with --payload)")
+    show.add_argument("id", metavar="ID", help="event id")
+    show.add_argument("--store", help="store name (default: look in all stores)")
+    show.add_argument("--payload", action="store_true", help="also print the stored payload")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    retry = actions.add_parser("retry", help="put failed or rejected events back to pending")
+    retry.add_argument("--store", help="store name (default: all stores)")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", nargs="+", metavar="ID", help="these events")
+    which.add_argument("--status", choices=("failed", "rejected"), help="every event in STATUS")
+    retry.add_argument("--dry-run", action="store_true", help="say how many, change nothing")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {value!r}")
+    return number
 
 
 def _date(value: str) -> datetime:
@@ -114,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         logs.hide(settings.secrets())
         logging.getLogger().setLevel(settings.log_level)
-        handler = HANDLERS[(args.command, getattr(args, "db_command", None))]
+        action = getattr(args, "db_command", None) or getattr(args, "events_command", None)
+        handler = HANDLERS[(args.command, action)]
         return handler(settings, args)
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)
@@ -287,6 +324,12 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     return print_status(settings, as_json=args.json)
 
 
+def _events(settings: Settings, args: argparse.Namespace) -> int:
+    from syncd.ops.events import run
+
+    return run(settings, args.events_command, args)
+
+
 Handler = Callable[[Settings, argparse.Namespace], int]
 HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("db", "upgrade"): _db_upgrade,
@@ -297,6 +340,9 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("replay", None): _replay,
     ("status", None): _status,
     ("audit", None): _audit,
+    ("events", "list"): _events,
+    ("events", "show"): _events,
+    ("events", "retry"): _events,
 }
 
 

@@ -189,6 +189,11 @@ class GroupCommitter:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="syncd-group-commit")
 
+    @property
+    def running(self) -> bool:
+        """The writer task is started and has not ended (the watchdog asks)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
         if self._task is not None:

@@ -145,6 +145,8 @@ def add_and_apply(
                 row["next_attempt_at"] = now + retry_delay(1)
             else:
                 row.update(status=outcome.status, processed_at=now)
+                if outcome.status == "failed":
+                    gave_up(store.name, event.id, event.type, "failed", outcome.error)
             rows.append(row)
         inbox.put(conn, rows, expect_new=True)
         added = inbox.Added(new_ids=[event.id for event in fresh], seen=len(events_in))
@@ -184,6 +186,21 @@ def _write_isolated(
             else:
                 outcomes[event.id] = apply.Outcome("retry", f"database error: {_short(exc)}")
     return outcomes
+
+
+def gave_up(store: str, event_id: str, event_type: str, status: str, reason: str | None) -> None:
+    """One WARNING line per event that ended failed or rejected: its id, type
+    and reason, never its payload (the log formatter masks e-mail addresses
+    in the reason too)."""
+    log.warning(
+        "event." + status,
+        extra={
+            "store": store,
+            "event_id": event_id,
+            "event_type": event_type,
+            "reason": (reason or "")[:300],
+        },
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -231,6 +248,7 @@ def _mark(
             report.ignored += 1
         else:
             report.failed += 1
+            gave_up(store, row.id, row.type, status, outcome.error)
     _set_outcomes(
         conn,
         store,
@@ -331,7 +349,10 @@ def record_verdicts(
     store: str,
     verdicts: Sequence[Verdict],
     attempts: Mapping[str, int],
+    types: Mapping[str, str] | None = None,
 ) -> Report:
+    """Write the verdicts; ``types`` (event id → type) names rejected events in the log."""
+    types = types or {}
     report = Report()
     now = utcnow()
     with engine.begin() as conn:
@@ -368,6 +389,13 @@ def record_verdicts(
                     )
                 )
                 report.rejected += 1
+                gave_up(
+                    store,
+                    verdict.event_id,
+                    types.get(verdict.event_id, "?"),
+                    "rejected",
+                    verdict.rejected,
+                )
             else:
                 # The API is down or slow: not the event's fault. It stays
                 # pending (backoff capped at 15 min) for as long as the outage
@@ -424,6 +452,11 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    @property
+    def crashed(self) -> bool:
+        """Started, and its loop ended without being told to stop."""
+        return self._task is not None and self._task.done() and not self._stopping
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="syncd-worker")
@@ -498,12 +531,14 @@ class Worker:
 
         verdicts = await asyncio.gather(*(bounded(i, p) for i, p, _ in pending))
         attempts = {event_id: tries for event_id, _, tries in pending}
+        types = {event_id: str(payload.get("type"))[:64] for event_id, payload, _ in pending}
         report = await asyncio.to_thread(
             record_verdicts,
             self.engine,
             store.name,
             verdicts,
             attempts,
+            types,
         )
         if self.metrics and report.rejected:
             self.metrics.events.labels(store.name, "any", "rejected").inc(report.rejected)

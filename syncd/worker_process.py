@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from ctypes import c_double
 
 from sqlalchemy import Engine
 
@@ -34,17 +35,27 @@ from syncd.worker import Report, apply_pending
 
 log = logging.getLogger("syncd.worker")
 _engine: Engine | None = None  # the child's own engine
+HEARTBEAT_SECONDS = 0.5
 
 
-def _start_child(database_url: str, log_level: str, hidden: list[str], parent: int) -> None:
+def _start_child(
+    database_url: str,
+    log_level: str,
+    hidden: list[str],
+    parent: int,
+    heartbeat: c_double | None = None,
+) -> None:
     """Set the child up. ``parent`` is the daemon's pid as the daemon saw it:
     read here, after a start that takes a second, it could already be init's
     (a daemon killed meanwhile) and the child would wait for a death that
-    already happened, forever."""
+    already happened, forever. ``heartbeat``: a shared clock the child stamps
+    twice a second, so the daemon can tell it answers (the systemd watchdog)."""
     global _engine
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(parent,), name="syncd-orphan", daemon=True).start()
+    threading.Thread(
+        target=_exit_with, args=(parent, heartbeat), name="syncd-orphan", daemon=True
+    ).start()
     from syncd.db.engine import make_engine
     from syncd.ops import logs
 
@@ -53,9 +64,11 @@ def _start_child(database_url: str, log_level: str, hidden: list[str], parent: i
     _engine = make_engine(database_url)
 
 
-def _exit_with(parent: int) -> None:
+def _exit_with(parent: int, heartbeat: c_double | None = None) -> None:
     while os.getppid() == parent:
-        time.sleep(0.5)
+        if heartbeat is not None:
+            heartbeat.value = time.monotonic()  # one system-wide clock on Linux
+        time.sleep(HEARTBEAT_SECONDS)
     os._exit(0)  # the daemon is gone: so is whoever would read our answers
 
 
@@ -71,15 +84,34 @@ class ApplyProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pool: ProcessPoolExecutor | None = None
+        self._heartbeat: c_double | None = None
 
     def _start(self) -> ProcessPoolExecutor:
         settings = self.settings
+        context = multiprocessing.get_context("spawn")
+        # Stamped now: a child still starting counts as answering. No lock: a
+        # child stopped while holding it would block the daemon's reader; an
+        # aligned double is written whole.
+        self._heartbeat = context.Value("d", time.monotonic(), lock=False)
         return ProcessPoolExecutor(
             max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_start_child,
-            initargs=(settings.database_url, settings.log_level, settings.secrets(), os.getpid()),
+            initargs=(
+                settings.database_url,
+                settings.log_level,
+                settings.secrets(),
+                os.getpid(),
+                self._heartbeat,
+            ),
         )
+
+    def silent_for(self) -> float:
+        """Seconds since the child last stamped its heartbeat (0 when no child
+        runs: one is started on the next batch)."""
+        if self._pool is None or self._heartbeat is None:
+            return 0.0
+        return max(time.monotonic() - self._heartbeat.value, 0.0)
 
     async def apply(self, store: StoreConfig) -> Report:
         if self._pool is None:

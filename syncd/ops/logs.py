@@ -37,6 +37,7 @@ ALLOWED = frozenset(
         "rows",
         "failures",
         "event_type",
+        "event_id",
         "endpoint",
         "attempt",
         "delay",

@@ -4,7 +4,12 @@ What moves: webhooks by store and answer code, events processed by store,
 type and outcome, the apply lag (event ``created_at`` → applied), reconcile
 runs and the events they found that webhooks had missed, API calls by
 status; and, read from the database at scrape time, the backlog (pending,
-failed, rejected) and whether the database answered.
+failed, rejected), whether the database answered, the age of each store's
+oldest pending event and the time of its last successful reconcile (so
+several daemons sharing a database report the same facts). Also
+``syncd_build_info{version}`` and, per store with reconciling on, its
+interval (``syncd_reconcile_interval_seconds``), which the alert rules in
+deploy/prometheus compare the last success with.
 
 Labels are store names, event types, statuses and HTTP codes: never ids,
 e-mail addresses, tokens or anything else taken from a payload but the type
@@ -15,9 +20,12 @@ must never fail or hang on the database being down.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -66,6 +74,72 @@ class _BacklogCollector(Collector):
                 family.add_metric([store, status], counts.get((store, status), 0))
         yield family
         yield up
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Per store, read at scrape time: when its oldest pending event was
+    received, and when its reconcile last succeeded (None: no such thing)."""
+
+    oldest_pending_at: datetime | None
+    last_reconcile_success_at: datetime | None
+
+
+class _FreshnessCollector(Collector):
+    """Oldest pending event age and last successful reconcile, per store.
+
+    When the database does not answer, neither is reported (rather than a
+    stale or made-up value); ``syncd_database_up`` says why.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Mapping[str, Freshness]],
+        now: Callable[[], datetime],
+        intervals: Mapping[str, float],
+    ) -> None:
+        self.read = read
+        self.now = now
+        self.intervals = dict(intervals)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        age = GaugeMetricFamily(
+            "syncd_events_oldest_pending_age_seconds",
+            "Age of the store's oldest pending event (since it was received); 0 when none",
+            labels=["store"],
+        )
+        success = GaugeMetricFamily(
+            "syncd_reconcile_last_success_timestamp_seconds",
+            "Unix time of the store's last successful reconcile run",
+            labels=["store"],
+        )
+        interval = GaugeMetricFamily(
+            "syncd_reconcile_interval_seconds",
+            "How often the store is reconciled (only stores with reconciling on)",
+            labels=["store"],
+        )
+        for store, seconds in sorted(self.intervals.items()):
+            interval.add_metric([store], seconds)
+        try:
+            facts = self.read()
+        except Exception:  # a scrape must not fail because the database is down
+            facts = {}
+        now = self.now()
+        for store, fact in sorted(facts.items()):
+            oldest = fact.oldest_pending_at
+            age.add_metric([store], max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+            if fact.last_reconcile_success_at is not None:
+                success.add_metric([store], fact.last_reconcile_success_at.timestamp())
+        yield age
+        yield success
+        yield interval
+
+
+def version() -> str:
+    try:
+        return metadata.version("syncd")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
 
 
 class _CommitsCollector(Collector):
@@ -122,6 +196,7 @@ class Metrics:
             registry=r,
         )
         self.up = Gauge("syncd_worker_running", "1 while the apply worker runs", registry=r)
+        Info("syncd_build", "The running syncd's version", registry=r).info({"version": version()})
 
     def watch_backlog(
         self, read: Callable[[], dict[tuple[str, str], int]], stores: Iterable[str] = ()
@@ -129,6 +204,16 @@ class Metrics:
         """Report ``read()`` (``{(store, status): count}``) at each scrape;
         ``stores`` get a 0 sample even before their first event."""
         self.registry.register(_BacklogCollector(read, stores))
+
+    def watch_freshness(
+        self,
+        read: Callable[[], Mapping[str, Freshness]],
+        now: Callable[[], datetime],
+        intervals: Mapping[str, float],
+    ) -> None:
+        """Report ``read()`` (per store: oldest pending, last reconcile success)
+        at each scrape, and ``intervals`` (store -> reconcile interval)."""
+        self.registry.register(_FreshnessCollector(read, now, intervals))
 
     def watch_commits(self, read: Callable[[], int]) -> None:
         """Report ``read()``, the inbox writer's count of committed transactions."""

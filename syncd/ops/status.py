@@ -13,6 +13,7 @@ It only reads. It must never show a payload, a secret, an event's
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,10 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncd.config import Settings
 from syncd.db import dialect
 from syncd.db.engine import check_schema_at_head, make_engine
-from syncd.db.models import Event
+from syncd.db.models import Event, SyncState
 from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import utcnow
 from syncd.ops.logs import scrub
+from syncd.ops.metrics import Freshness
 from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, read_state
 from syncd.shoperti import wire
 
@@ -87,7 +89,31 @@ def collect(
         if last_run and last_run.get("error"):
             entry["reconcile_last_run"]["error"] = scrub(str(last_run["error"]))[:300]
         entry["problems"] = problems(entry, settings, now)
+        entry["advice"] = advice(entry)
     return stores
+
+
+def freshness(engine: Engine, stores: Iterable[str] = ()) -> dict[str, Freshness]:
+    """Per store (``stores`` and any with pending events or a reconcile run):
+    when its oldest pending event was received and when its reconcile last
+    succeeded (for /metrics)."""
+    facts: dict[str, Freshness] = {}
+    with dialect.reading(engine) as conn:
+        oldest = dict(
+            conn.execute(
+                select(Event.store, func.min(Event.received_at))
+                .where(Event.status == "pending")
+                .group_by(Event.store)
+            ).all()
+        )
+        runs = conn.execute(
+            select(SyncState.store, SyncState.value).where(SyncState.name == LAST_RUN)
+        ).all()
+        conn.commit()
+    success = {store: _time((value or {}).get("last_success_at")) for store, value in runs}
+    for store in sorted(set(stores) | set(oldest) | set(success)):
+        facts[store] = Freshness(oldest.get(store), success.get(store))
+    return facts
 
 
 def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
@@ -96,9 +122,11 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
     failed = entry["counts"]["failed"]
     if failed:
         found.append(
-            f"{failed} failed event(s): see `events.last_error`, fix, then set them "
-            "back to pending or run `syncd replay`"
+            f"{failed} failed event(s): see `syncd events list --status failed --store "
+            f"{entry['store']}`, fix the cause, then `syncd events retry --status failed "
+            f"--store {entry['store']}`"
         )
+
     run = entry["reconcile_last_run"]
     interval = settings.reconcile_interval
     if entry["api"] and interval > 0 and run and run.get("error"):
@@ -113,6 +141,19 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
                 f"(more than two intervals of {interval:g} s)"
             )
     return found
+
+
+def advice(entry: dict[str, Any]) -> list[str]:
+    """Worth a look, not a failure: rejected events (anyone can post a made-up
+    event, so they alone do not make the exit status 1)."""
+    rejected = entry["counts"]["rejected"]
+    if not rejected:
+        return []
+    return [
+        f"{rejected} rejected event(s): see `syncd events list --status rejected --store "
+        f"{entry['store']}`; if the API knows them after all, `syncd events retry --status "
+        f"rejected --store {entry['store']}` verifies them again"
+    ]
 
 
 def _time(value: Any) -> datetime | None:
@@ -167,6 +208,7 @@ def render_text(stores: list[dict[str, Any]]) -> str:
             f"last success {run.get('last_success_at') or '-'})",
         ]
         lines += [f"  PROBLEM        {problem}" for problem in entry["problems"]]
+        lines += [f"  NOTE           {note}" for note in entry["advice"]]
     return "\n".join(lines) + "\n"
 
 
