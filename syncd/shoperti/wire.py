@@ -431,6 +431,65 @@ class LineItem:
 
 
 @dataclass(frozen=True)
+class Transaction:
+    """A money movement as the payment gateway reported it."""
+
+    id: str
+    kind: str | None
+    status: str | None
+    gateway: str | None
+    payment_method: str | None
+    amount: Decimal | None
+    currency: str | None
+    authorization: str | None
+    error_code: str | None
+    created_at: datetime | None
+    processed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RefundLineItem:
+    line_item_id: str
+    quantity: int | None
+    amount: Decimal | None
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    created_at: datetime | None
+    note: str | None
+    amount: Decimal | None
+    restock: bool | None
+    line_items: tuple[RefundLineItem, ...]
+
+
+@dataclass(frozen=True)
+class FulfillmentLineItem:
+    line_item_id: str
+    quantity: int | None
+
+
+@dataclass(frozen=True)
+class Fulfillment:
+    id: str
+    status: str | None
+    tracking_company: str | None
+    tracking_number: str | None
+    tracking_url: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    line_items: tuple[FulfillmentLineItem, ...]
+
+
+@dataclass(frozen=True)
+class DiscountCode:
+    code: str
+    type: str | None
+    amount: Decimal | None
+
+
+@dataclass(frozen=True)
 class Order:
     id: str
     number: int | None
@@ -448,6 +507,10 @@ class Order:
     note: str | None
     tags: str | None
     line_items: tuple[LineItem, ...]
+    transactions: tuple[Transaction, ...]
+    refunds: tuple[Refund, ...]
+    fulfillments: tuple[Fulfillment, ...]
+    discount_codes: tuple[DiscountCode, ...]
     shipping_address: Address | None
     billing_address: Address | None
     created_at: datetime | None
@@ -506,6 +569,10 @@ def parse_order(value: Any, field: str = "order") -> Order:
         note=text(obj.get("note"), f"{field}.note"),
         tags=tags(obj.get("tags"), f"{field}.tags"),
         line_items=tuple(items),
+        transactions=parse_transactions(obj.get("transactions"), f"{field}.transactions"),
+        refunds=parse_refunds(obj.get("refunds"), f"{field}.refunds"),
+        fulfillments=parse_fulfillments(obj.get("fulfillments"), f"{field}.fulfillments"),
+        discount_codes=parse_discount_codes(obj.get("discount_codes"), f"{field}.discount_codes"),
         shipping_address=parse_address(obj.get("shipping_address"), f"{field}.shipping_address"),
         billing_address=parse_address(obj.get("billing_address"), f"{field}.billing_address"),
         created_at=timestamp(obj.get("created_at"), f"{field}.created_at"),
@@ -519,3 +586,133 @@ def parse_order(value: Any, field: str = "order") -> Order:
 
 def _deleted(obj: Mapping[str, Any]) -> bool:
     return bool(obj.get("deleted")) or obj.get("deleted_at") not in (None, "")
+
+
+# --- the order's money and shipping lists ----------------------------------------
+#
+# Each list may be absent or null (empty). An entry without an id takes its
+# place in the list (from 1) as id, as line items do. A list that names the
+# same id twice (or a refund or fulfillment that names the same line item
+# twice, or an order the same discount code twice) is refused with a reason
+# naming the list: the entries cannot both be right, and keeping either one
+# would count money or units once where the store counted them twice (or the
+# other way round). The event fails alone and stays in the inbox to replay.
+
+
+def _entries(value: Any, field: str) -> list[tuple[str, Mapping[str, Any]]]:
+    entries = []
+    for index, item in enumerate(_list(value, field)):
+        where = f"{field}[{index}]"
+        if not isinstance(item, Mapping):
+            raise WireError(f"{where}: expected an object")
+        entries.append((where, item))
+    return entries
+
+
+def _unique(keys: list[str], field: str, what: str = "id") -> None:
+    if len(set(keys)) != len(keys):
+        raise WireError(f"{field}: the same {what} appears twice")
+
+
+def _entry_id(item: Mapping[str, Any], where: str, index: int) -> str:
+    return ident(item.get("id"), f"{where}.id") or str(index + 1)
+
+
+def parse_transactions(value: Any, field: str) -> tuple[Transaction, ...]:
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        currency = text(item.get("currency"), f"{where}.currency")
+        found.append(
+            Transaction(
+                id=_entry_id(item, where, index),
+                kind=text(item.get("kind"), f"{where}.kind"),
+                status=text(item.get("status"), f"{where}.status"),
+                gateway=text(item.get("gateway"), f"{where}.gateway"),
+                payment_method=text(item.get("payment_method"), f"{where}.payment_method"),
+                amount=money(item.get("amount"), f"{where}.amount"),
+                currency=currency.upper() if currency else None,
+                authorization=text(item.get("authorization"), f"{where}.authorization"),
+                error_code=text(item.get("error_code"), f"{where}.error_code"),
+                created_at=timestamp(item.get("created_at"), f"{where}.created_at"),
+                processed_at=timestamp(item.get("processed_at"), f"{where}.processed_at"),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
+
+
+def _line_item_id(item: Mapping[str, Any], where: str) -> str:
+    line_item_id = ident(item.get("line_item_id"), f"{where}.line_item_id")
+    if line_item_id is None:
+        raise WireError(f"{where}.line_item_id: missing")
+    return line_item_id
+
+
+def parse_refunds(value: Any, field: str) -> tuple[Refund, ...]:
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        lines = [
+            RefundLineItem(
+                line_item_id=_line_item_id(line, at),
+                quantity=integer(line.get("quantity"), f"{at}.quantity"),
+                amount=money(line.get("amount"), f"{at}.amount"),
+            )
+            for at, line in _entries(item.get("line_items"), f"{where}.line_items")
+        ]
+        _unique([line.line_item_id for line in lines], f"{where}.line_items", "line_item_id")
+        found.append(
+            Refund(
+                id=_entry_id(item, where, index),
+                created_at=timestamp(item.get("created_at"), f"{where}.created_at"),
+                note=text(item.get("note"), f"{where}.note"),
+                amount=money(item.get("amount"), f"{where}.amount"),
+                restock=flag(item.get("restock"), f"{where}.restock"),
+                line_items=tuple(lines),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
+
+
+def parse_fulfillments(value: Any, field: str) -> tuple[Fulfillment, ...]:
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        lines = [
+            FulfillmentLineItem(
+                line_item_id=_line_item_id(line, at),
+                quantity=integer(line.get("quantity"), f"{at}.quantity"),
+            )
+            for at, line in _entries(item.get("line_items"), f"{where}.line_items")
+        ]
+        _unique([line.line_item_id for line in lines], f"{where}.line_items", "line_item_id")
+        found.append(
+            Fulfillment(
+                id=_entry_id(item, where, index),
+                status=text(item.get("status"), f"{where}.status"),
+                tracking_company=text(item.get("tracking_company"), f"{where}.tracking_company"),
+                tracking_number=text(item.get("tracking_number"), f"{where}.tracking_number"),
+                tracking_url=text(item.get("tracking_url"), f"{where}.tracking_url"),
+                created_at=timestamp(item.get("created_at"), f"{where}.created_at"),
+                updated_at=timestamp(item.get("updated_at"), f"{where}.updated_at"),
+                line_items=tuple(lines),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
+
+
+def parse_discount_codes(value: Any, field: str) -> tuple[DiscountCode, ...]:
+    found = []
+    for where, item in _entries(value, field):
+        code = text(item.get("code"), f"{where}.code")
+        if code is None or not code.strip():
+            raise WireError(f"{where}.code: missing")
+        found.append(
+            DiscountCode(
+                code=code.strip(),
+                type=text(item.get("type"), f"{where}.type"),
+                amount=money(item.get("amount"), f"{where}.amount"),
+            )
+        )
+    _unique([entry.code for entry in found], field, "code")
+    return tuple(found)
