@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,12 @@ NORMALIZED = (
     "customers",
     "customer_addresses",
     "order_status_history",
+    "order_transactions",
+    "order_refunds",
+    "order_refund_line_items",
+    "order_fulfillments",
+    "order_fulfillment_line_items",
+    "order_discount_codes",
 )
 D = Decimal
 MEXICO_CITY = timezone(timedelta(hours=-6))
@@ -120,7 +126,8 @@ def assert_all_times_utc(tables: Mapping[str, list[dict[str, Any]]]) -> None:
     for name, table_rows in tables.items():
         for row in table_rows:
             for column, value in row.items():
-                if isinstance(value, datetime):
+                # The *_local columns hold the store's wall-clock time, no zone.
+                if isinstance(value, datetime) and not column.endswith("_local"):
                     assert value.utcoffset() == timedelta(0), (name, column, value)
 
 
@@ -323,6 +330,9 @@ FULL_ORDER = {
     "updated_at": utc("2026-11-28T00:04:05"),
     "cancelled_at": None,
     "closed_at": None,
+    # 18:04 on the 27th in Mexico City (the default zone), the 28th in UTC.
+    "created_at_local": datetime(2026, 11, 27, 18, 4),
+    "created_date_local": date(2026, 11, 27),
     "deleted": False,
     "last_event_id": "evt_cjld2cjxh0000qzrmn831i7rn",
     "last_event_at": utc("2026-11-28T00:04:06"),
@@ -669,6 +679,16 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "2026-11-28T00:20:01",
             updated_at=utc("2026-11-28T00:20:00"),
         ),
+        # Discount codes were an unknown field before syncd kept them.
+        "order_discount_codes": [
+            {
+                "store": "default",
+                "order_id": ORDER_ID,
+                "code": "BUENFIN",
+                "type": None,
+                "amount": D("100.00"),
+            }
+        ],
         "order_status_history": [
             history("evt_cjld2ck8h0000qzrm0000009", "order.updated", "2026-11-28T00:20:00")
         ],
