@@ -170,22 +170,31 @@ def _check_order(order: wire.Order, where: str) -> None:
 
 
 def _check_order_lists(order: wire.Order, where: str) -> None:
-    for index, txn in enumerate(order.transactions):
-        _fits(transactions, txn, f"{where}.transactions[{index}]")
+    _fits_each(transactions, order.transactions, f"{where}.transactions")
+    _fits_each(refunds, order.refunds, f"{where}.refunds")
     for index, refund in enumerate(order.refunds):
-        _fits(refunds, refund, f"{where}.refunds[{index}]")
-        for line_index, line in enumerate(refund.line_items):
-            _fits(refund_lines, line, f"{where}.refunds[{index}].line_items[{line_index}]")
+        if refund.line_items:
+            _fits_each(refund_lines, refund.line_items, f"{where}.refunds[{index}].line_items")
+    _fits_each(fulfillments, order.fulfillments, f"{where}.fulfillments")
     for index, shipment in enumerate(order.fulfillments):
-        _fits(fulfillments, shipment, f"{where}.fulfillments[{index}]")
-        for line_index, shipped in enumerate(shipment.line_items):
-            _fits(
-                fulfillment_lines,
-                shipped,
-                f"{where}.fulfillments[{index}].line_items[{line_index}]",
-            )
-    for index, code in enumerate(order.discount_codes):
-        _fits(discount_codes, code, f"{where}.discount_codes[{index}]")
+        _fits_each(
+            fulfillment_lines, shipment.line_items, f"{where}.fulfillments[{index}].line_items"
+        )
+    _fits_each(discount_codes, order.discount_codes, f"{where}.discount_codes")
+
+
+def _fits_each(table: Table, records: Sequence[Any], where: str) -> None:
+    """:func:`_fits` for each record of a list, naming the entry only on a refusal."""
+    lengths, bounds = _limits(table)
+    for index, record in enumerate(records):
+        for name, length in lengths:
+            value = getattr(record, name, None)
+            if value.__class__ is str and len(value) > length:
+                raise WireError(f"{where}[{index}].{name}: longer than {length} characters")
+        for name, bound in bounds:
+            value = getattr(record, name, None)
+            if value.__class__ is int and not -bound <= value < bound:
+                raise WireError(f"{where}[{index}].{name}: out of range")
 
 
 def _order_event(batch: Batch, event: wire.Event) -> None:

@@ -353,3 +353,23 @@ def test_the_worker_recomputes_before_it_writes_with_a_new_zone(db: Any) -> None
     assert both["ord_old"] == both["ord_new"] == (datetime(2026, 12, 1, 23, 30), date(2026, 12, 1))
     with db.engine.connect() as conn:
         assert localtime.recorded_zone(conn, TIJUANA.name) == "America/Mexico_City"
+
+
+def test_a_value_too_long_for_its_column_fails_its_event_naming_the_entry(db: Any) -> None:
+    long = refunded_version("evt_long")
+    long["data"]["fulfillments"][1]["tracking_company"] = "x" * 300
+    long["data"]["refunds"][0]["line_items"][0]["quantity"] = 2**40
+    deliver(db.engine, long)
+    apply_all(db.engine)
+    assert event_status(db.engine, "evt_long") == (
+        "failed",
+        "data.refunds[0].line_items[0].quantity: out of range",
+    )
+    del long["data"]["refunds"]
+    long["id"] = "evt_long_2"
+    deliver(db.engine, long)
+    apply_all(db.engine)
+    assert event_status(db.engine, "evt_long_2") == (
+        "failed",
+        "data.fulfillments[1].tracking_company: longer than 255 characters",
+    )

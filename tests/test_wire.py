@@ -158,3 +158,37 @@ def test_the_same_id_twice_is_refused() -> None:
     assert _refused(discount_codes=[{"code": "A"}, {"code": "A"}]) == (
         "data.discount_codes: the same code appears twice"
     )
+
+
+time_spellings = st.one_of(
+    st.datetimes(timezones=st.none() | st.timezones()).map(lambda moment: moment.isoformat()),
+    st.from_regex(r"\A ?[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]{2,15})?(Z|[+-][0-9:]{2,5})? ?\Z"),
+    st.text(max_size=12),
+    st.none(),
+    st.integers(),
+)
+
+
+@given(time_spellings)
+def test_list_times_read_as_the_general_reader_reads_them(value: object) -> None:
+    fast = _read(lambda v, field: wire._time_at({"t": v}, "t", "x"), value)
+    general = _read(lambda v, field: wire.timestamp(v, "x.t"), value)
+    assert fast == general
+
+
+@given(st.one_of(amount_spellings, st.none(), st.integers(), st.floats(allow_nan=False)))
+def test_list_amounts_read_as_the_general_reader_reads_them(value: object) -> None:
+    fast = _read(lambda v, field: wire._money_at({"a": v}, "a", "x"), value)
+    general = _read(lambda v, field: wire.money(v, "x.a"), value)
+    assert fast == general
+
+
+@given(st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(), st.floats()))
+def test_list_texts_and_ids_read_as_the_general_readers_read_them(value: object) -> None:
+    for fast_read, general_read in (
+        (wire._text_at, wire.text),
+        (wire._id_at, wire.ident),
+    ):
+        fast = _read(lambda v, field: fast_read({"k": v}, "k", "x"), value)  # noqa: B023
+        general = _read(lambda v, field: general_read(v, "x.k"), value)  # noqa: B023
+        assert fast == general

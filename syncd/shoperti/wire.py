@@ -614,27 +614,67 @@ def _unique(keys: list[str], field: str, what: str = "id") -> None:
         raise WireError(f"{field}: the same {what} appears twice")
 
 
+# Readers of one field of an entry: the common spellings (text that is text,
+# a plain amount, an ISO time) are read at once, the rest by the general
+# readers above, which name the field in their errors. The field's name is
+# only built for those: most entries never need it.
+
+
+def _text_at(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None or value.__class__ is str:
+        return value
+    return text(value, f"{where}.{key}")
+
+
+def _money_at(item: Mapping[str, Any], key: str, where: str) -> Decimal | None:
+    value = item.get(key)
+    if value.__class__ is str and _PLAIN_AMOUNT.fullmatch(value):
+        return Decimal(value)
+    return _amount(value, f"{where}.{key}")
+
+
+def _time_at(item: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if value.__class__ is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass  # the general reader says what is wrong
+    return timestamp(value, f"{where}.{key}")
+
+
+def _id_at(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value.__class__ is str:
+        return value.strip() or None
+    return ident(value, f"{where}.{key}")
+
+
 def _entry_id(item: Mapping[str, Any], where: str, index: int) -> str:
-    return ident(item.get("id"), f"{where}.id") or str(index + 1)
+    return _id_at(item, "id", where) or str(index + 1)
 
 
 def parse_transactions(value: Any, field: str) -> tuple[Transaction, ...]:
     found = []
     for index, (where, item) in enumerate(_entries(value, field)):
-        currency = text(item.get("currency"), f"{where}.currency")
+        currency = _text_at(item, "currency", where)
         found.append(
             Transaction(
                 id=_entry_id(item, where, index),
-                kind=text(item.get("kind"), f"{where}.kind"),
-                status=text(item.get("status"), f"{where}.status"),
-                gateway=text(item.get("gateway"), f"{where}.gateway"),
-                payment_method=text(item.get("payment_method"), f"{where}.payment_method"),
-                amount=money(item.get("amount"), f"{where}.amount"),
+                kind=_text_at(item, "kind", where),
+                status=_text_at(item, "status", where),
+                gateway=_text_at(item, "gateway", where),
+                payment_method=_text_at(item, "payment_method", where),
+                amount=_money_at(item, "amount", where),
                 currency=currency.upper() if currency else None,
-                authorization=text(item.get("authorization"), f"{where}.authorization"),
-                error_code=text(item.get("error_code"), f"{where}.error_code"),
-                created_at=timestamp(item.get("created_at"), f"{where}.created_at"),
-                processed_at=timestamp(item.get("processed_at"), f"{where}.processed_at"),
+                authorization=_text_at(item, "authorization", where),
+                error_code=_text_at(item, "error_code", where),
+                created_at=_time_at(item, "created_at", where),
+                processed_at=_time_at(item, "processed_at", where),
             )
         )
     _unique([entry.id for entry in found], field)
@@ -642,10 +682,17 @@ def parse_transactions(value: Any, field: str) -> tuple[Transaction, ...]:
 
 
 def _line_item_id(item: Mapping[str, Any], where: str) -> str:
-    line_item_id = ident(item.get("line_item_id"), f"{where}.line_item_id")
+    line_item_id = _id_at(item, "line_item_id", where)
     if line_item_id is None:
         raise WireError(f"{where}.line_item_id: missing")
     return line_item_id
+
+
+def _quantity_at(item: Mapping[str, Any], where: str) -> int | None:
+    value = item.get("quantity")
+    if value.__class__ is int:
+        return value
+    return integer(value, f"{where}.quantity")
 
 
 def parse_refunds(value: Any, field: str) -> tuple[Refund, ...]:
@@ -654,8 +701,8 @@ def parse_refunds(value: Any, field: str) -> tuple[Refund, ...]:
         lines = [
             RefundLineItem(
                 line_item_id=_line_item_id(line, at),
-                quantity=integer(line.get("quantity"), f"{at}.quantity"),
-                amount=money(line.get("amount"), f"{at}.amount"),
+                quantity=_quantity_at(line, at),
+                amount=_money_at(line, "amount", at),
             )
             for at, line in _entries(item.get("line_items"), f"{where}.line_items")
         ]
@@ -663,9 +710,9 @@ def parse_refunds(value: Any, field: str) -> tuple[Refund, ...]:
         found.append(
             Refund(
                 id=_entry_id(item, where, index),
-                created_at=timestamp(item.get("created_at"), f"{where}.created_at"),
-                note=text(item.get("note"), f"{where}.note"),
-                amount=money(item.get("amount"), f"{where}.amount"),
+                created_at=_time_at(item, "created_at", where),
+                note=_text_at(item, "note", where),
+                amount=_money_at(item, "amount", where),
                 restock=flag(item.get("restock"), f"{where}.restock"),
                 line_items=tuple(lines),
             )
@@ -679,8 +726,7 @@ def parse_fulfillments(value: Any, field: str) -> tuple[Fulfillment, ...]:
     for index, (where, item) in enumerate(_entries(value, field)):
         lines = [
             FulfillmentLineItem(
-                line_item_id=_line_item_id(line, at),
-                quantity=integer(line.get("quantity"), f"{at}.quantity"),
+                line_item_id=_line_item_id(line, at), quantity=_quantity_at(line, at)
             )
             for at, line in _entries(item.get("line_items"), f"{where}.line_items")
         ]
@@ -688,12 +734,12 @@ def parse_fulfillments(value: Any, field: str) -> tuple[Fulfillment, ...]:
         found.append(
             Fulfillment(
                 id=_entry_id(item, where, index),
-                status=text(item.get("status"), f"{where}.status"),
-                tracking_company=text(item.get("tracking_company"), f"{where}.tracking_company"),
-                tracking_number=text(item.get("tracking_number"), f"{where}.tracking_number"),
-                tracking_url=text(item.get("tracking_url"), f"{where}.tracking_url"),
-                created_at=timestamp(item.get("created_at"), f"{where}.created_at"),
-                updated_at=timestamp(item.get("updated_at"), f"{where}.updated_at"),
+                status=_text_at(item, "status", where),
+                tracking_company=_text_at(item, "tracking_company", where),
+                tracking_number=_text_at(item, "tracking_number", where),
+                tracking_url=_text_at(item, "tracking_url", where),
+                created_at=_time_at(item, "created_at", where),
+                updated_at=_time_at(item, "updated_at", where),
                 line_items=tuple(lines),
             )
         )
@@ -704,14 +750,14 @@ def parse_fulfillments(value: Any, field: str) -> tuple[Fulfillment, ...]:
 def parse_discount_codes(value: Any, field: str) -> tuple[DiscountCode, ...]:
     found = []
     for where, item in _entries(value, field):
-        code = text(item.get("code"), f"{where}.code")
+        code = _text_at(item, "code", where)
         if code is None or not code.strip():
             raise WireError(f"{where}.code: missing")
         found.append(
             DiscountCode(
                 code=code.strip(),
-                type=text(item.get("type"), f"{where}.type"),
-                amount=money(item.get("amount"), f"{where}.amount"),
+                type=_text_at(item, "type", where),
+                amount=_money_at(item, "amount", where),
             )
         )
     _unique([entry.code for entry in found], field, "code")
