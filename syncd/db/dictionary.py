@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import Boolean, Column, Date, DateTime, Integer, String, Table, Text
 from sqlalchemy.types import TypeEngine
 
+from syncd.db import views
 from syncd.db.dialect import Money, UTCDateTime
 from syncd.db.models import metadata
 
@@ -160,4 +161,5 @@ def render() -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += views.render()
     return "\n".join(lines)

@@ -7,7 +7,7 @@ before this revision get their local columns when syncd first starts with
 the store's time zone (it recomputes a store's local columns whenever the
 zone it recorded differs from the configured one, or none is recorded).
 
-Revision ID: 0004
+Revision ID: 0005
 Revises: 0003
 Create Date: 2026-12-01 21:57:25.710970
 """
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import mysql
 
 import syncd.db.dialect
 
-revision: str = "0004"
+revision: str = "0005"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
