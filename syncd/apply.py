@@ -27,18 +27,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Integer, Table, and_, delete, select, update
 from sqlalchemy.engine import Connection
 
+from syncd import localtime
 from syncd.db import dialect
 from syncd.db.models import Customer as CustomerRow
 from syncd.db.models import CustomerAddress as CustomerAddressRow
 from syncd.db.models import Event as EventRow
 from syncd.db.models import Order as OrderRow
 from syncd.db.models import OrderAddress as OrderAddressRow
+from syncd.db.models import OrderDiscountCode as DiscountCodeRow
+from syncd.db.models import OrderFulfillment as FulfillmentRow
+from syncd.db.models import OrderFulfillmentLineItem as FulfillmentLineRow
 from syncd.db.models import OrderLineItem as LineItemRow
+from syncd.db.models import OrderRefund as RefundRow
+from syncd.db.models import OrderRefundLineItem as RefundLineRow
 from syncd.db.models import OrderStatusHistory as HistoryRow
+from syncd.db.models import OrderTransaction as TransactionRow
 from syncd.db.models import RefreshRequest as RefreshRow
 from syncd.errors import WireError
 from syncd.shoperti import wire
@@ -53,6 +61,12 @@ customer_addresses: Table = CustomerAddressRow.__table__  # type: ignore[assignm
 history: Table = HistoryRow.__table__  # type: ignore[assignment]
 events: Table = EventRow.__table__  # type: ignore[assignment]
 refresh_requests: Table = RefreshRow.__table__  # type: ignore[assignment]
+transactions: Table = TransactionRow.__table__  # type: ignore[assignment]
+refunds: Table = RefundRow.__table__  # type: ignore[assignment]
+refund_lines: Table = RefundLineRow.__table__  # type: ignore[assignment]
+fulfillments: Table = FulfillmentRow.__table__  # type: ignore[assignment]
+fulfillment_lines: Table = FulfillmentLineRow.__table__  # type: ignore[assignment]
+discount_codes: Table = DiscountCodeRow.__table__  # type: ignore[assignment]
 
 EPOCH = datetime(1, 1, 1, tzinfo=UTC)
 
@@ -231,6 +245,35 @@ def _check_order(order: wire.Order, where: str) -> None:
             _fits(order_addresses, address, f"{where}.{kind}_address")
     if order.customer is not None:
         _check_customer(order.customer, f"{where}.customer")
+    _check_order_lists(order, where)
+
+
+def _check_order_lists(order: wire.Order, where: str) -> None:
+    _fits_each(transactions, order.transactions, f"{where}.transactions")
+    _fits_each(refunds, order.refunds, f"{where}.refunds")
+    for index, refund in enumerate(order.refunds):
+        if refund.line_items:
+            _fits_each(refund_lines, refund.line_items, f"{where}.refunds[{index}].line_items")
+    _fits_each(fulfillments, order.fulfillments, f"{where}.fulfillments")
+    for index, shipment in enumerate(order.fulfillments):
+        _fits_each(
+            fulfillment_lines, shipment.line_items, f"{where}.fulfillments[{index}].line_items"
+        )
+    _fits_each(discount_codes, order.discount_codes, f"{where}.discount_codes")
+
+
+def _fits_each(table: Table, records: Sequence[Any], where: str) -> None:
+    """:func:`_fits` for each record of a list, naming the entry only on a refusal."""
+    lengths, bounds = _limits(table)
+    for index, record in enumerate(records):
+        for name, length in lengths:
+            value = getattr(record, name, None)
+            if value.__class__ is str and len(value) > length:
+                raise WireError(f"{where}[{index}].{name}: longer than {length} characters")
+        for name, bound in bounds:
+            value = getattr(record, name, None)
+            if value.__class__ is int and not -bound <= value < bound:
+                raise WireError(f"{where}[{index}].{name}: out of range")
 
 
 def _order_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
@@ -333,14 +376,17 @@ def collect(store: str, events: Iterable[StoredEvent]) -> tuple[Batch, dict[str,
     return batch, outcomes
 
 
-def write(conn: Connection, batch: Batch, now: datetime) -> None:
+def write(
+    conn: Connection, batch: Batch, now: datetime, timezone: str = localtime.DEFAULT_TIMEZONE
+) -> None:
     """Write the versions of ``batch`` that are newer than the stored ones.
 
     The caller holds the store's apply lock for the transaction, so nothing
-    else writes these rows between our read and our write.
+    else writes these rows between our read and our write. ``timezone`` is
+    the store's, for the local time columns (see :mod:`syncd.localtime`).
     """
     _write_customers(conn, batch, now)
-    _write_orders(conn, batch, now)
+    _write_orders(conn, batch, now, localtime.zone(timezone))
     # A history row is keyed by its event, and an event is applied once
     # (a replay or a retry may meet its row again: those are skipped).
     dialect.insert_ignoring_duplicates(conn, history, batch.history, expect_new=True)
@@ -473,11 +519,14 @@ def _winners(
     return winners, flag_only, set(stored)
 
 
-def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
+def _write_orders(conn: Connection, batch: Batch, now: datetime, tz: ZoneInfo) -> None:
     winners, flag_only, known = _winners(conn, orders, batch, batch.orders, batch.deleted_orders)
     store = batch.store
     rows, items, addresses = [], [], []
+    lists = OrderLists(store, tz)
     for version, order, is_deleted in winners:
+        created_local, created_day = localtime.local(order.created_at, tz)
+        lists.add(order)
         rows.append(
             {
                 "store": store,
@@ -500,6 +549,8 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
                 "updated_at": order.updated_at,
                 "cancelled_at": order.cancelled_at,
                 "closed_at": order.closed_at,
+                "created_at_local": created_local,
+                "created_date_local": created_day,
                 "deleted": is_deleted,
                 "raw": dict(order.raw),
                 "last_event_id": version.event_id,
@@ -536,8 +587,118 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime) -> None:
     replaced = sorted(row["id"] for row in rows if row["id"] in known)
     _replace_children(conn, line_items, line_items.c.order_id, store, replaced, items)
     _replace_children(conn, order_addresses, order_addresses.c.order_id, store, replaced, addresses)
+    for table, children in lists.tables():
+        _replace_children(conn, table, table.c.order_id, store, replaced, children)
     _write_rows(conn, orders, rows, known)
     _flag_deleted(conn, orders, store, flag_only, known, now)
+
+
+class OrderLists:
+    """The rows of the order lists kept beside line items (transactions,
+    refunds and their lines, fulfillments and their lines, discount codes)
+    for the winning versions of a batch; each list is replaced as a whole
+    with its order. The wire parser has refused a list naming a key twice."""
+
+    def __init__(self, store: str, tz: ZoneInfo) -> None:
+        self.store, self.tz = store, tz
+        self.transactions: list[dict[str, Any]] = []
+        self.refunds: list[dict[str, Any]] = []
+        self.refund_lines: list[dict[str, Any]] = []
+        self.fulfillments: list[dict[str, Any]] = []
+        self.fulfillment_lines: list[dict[str, Any]] = []
+        self.discount_codes: list[dict[str, Any]] = []
+
+    def add(self, order: wire.Order) -> None:
+        store, order_id = self.store, order.id
+        for position, txn in enumerate(order.transactions, start=1):
+            self.transactions.append(
+                {
+                    "store": store,
+                    "order_id": order_id,
+                    "id": txn.id,
+                    "position": position,
+                    "kind": txn.kind,
+                    "status": txn.status,
+                    "gateway": txn.gateway,
+                    "payment_method": txn.payment_method,
+                    "amount": txn.amount,
+                    "currency": txn.currency,
+                    "authorization": txn.authorization,
+                    "error_code": txn.error_code,
+                    "created_at": txn.created_at,
+                    "processed_at": txn.processed_at,
+                }
+            )
+        for refund in order.refunds:
+            created_local, created_day = localtime.local(refund.created_at, self.tz)
+            self.refunds.append(
+                {
+                    "store": store,
+                    "order_id": order_id,
+                    "id": refund.id,
+                    "created_at": refund.created_at,
+                    "created_at_local": created_local,
+                    "created_date_local": created_day,
+                    "note": refund.note,
+                    "amount": refund.amount,
+                    "restock": refund.restock,
+                }
+            )
+            for line in refund.line_items:
+                self.refund_lines.append(
+                    {
+                        "store": store,
+                        "order_id": order_id,
+                        "refund_id": refund.id,
+                        "line_item_id": line.line_item_id,
+                        "quantity": line.quantity,
+                        "amount": line.amount,
+                    }
+                )
+        for shipment in order.fulfillments:
+            self.fulfillments.append(
+                {
+                    "store": store,
+                    "order_id": order_id,
+                    "id": shipment.id,
+                    "status": shipment.status,
+                    "tracking_company": shipment.tracking_company,
+                    "tracking_number": shipment.tracking_number,
+                    "tracking_url": shipment.tracking_url,
+                    "created_at": shipment.created_at,
+                    "updated_at": shipment.updated_at,
+                }
+            )
+            for shipped in shipment.line_items:
+                self.fulfillment_lines.append(
+                    {
+                        "store": store,
+                        "order_id": order_id,
+                        "fulfillment_id": shipment.id,
+                        "line_item_id": shipped.line_item_id,
+                        "quantity": shipped.quantity,
+                    }
+                )
+        for code in order.discount_codes:
+            self.discount_codes.append(
+                {
+                    "store": store,
+                    "order_id": order_id,
+                    "code": code.code,
+                    "type": code.type,
+                    "amount": code.amount,
+                }
+            )
+
+    def tables(self) -> list[tuple[Table, list[dict[str, Any]]]]:
+        return [
+            (transactions, self.transactions),
+            (refunds, self.refunds),
+            (refund_lines, self.refund_lines),
+            (fulfillments, self.fulfillments),
+            (fulfillment_lines, self.fulfillment_lines),
+            (discount_codes, self.discount_codes),
+        ]
 
 
 def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:

@@ -11,6 +11,7 @@ variable. A secret's value is never put in a message or a repr.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -18,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError
+from syncd.localtime import DEFAULT_TIMEZONE
 
 VerifyMode = Literal["api", "off"]
 DEFAULT_DATABASE_URL = "sqlite:///syncd.db"
@@ -56,6 +59,7 @@ class StoreConfig:
     api_key: Secret | None = None
     webhook_secret: Secret | None = None
     verify: VerifyMode = "off"
+    timezone: str = DEFAULT_TIMEZONE  # IANA zone name of the store's own clock
 
     @property
     def has_api(self) -> bool:
@@ -125,6 +129,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     webhook_secret = env.secret("SYNCD_WEBHOOK_SECRET", "webhook_secret")
     verify = _verify_mode("SYNCD_VERIFY", env.text("SYNCD_VERIFY"), has_key=api_key is not None)
     env_store = StoreConfig(default_store, api_url, api_key, webhook_secret, verify)
+    env_store = _with_env_timezone(env_store, env, from_toml=default_store in stores)
     if default_store in stores:
         if api_url or webhook_secret or env.text("SYNCD_VERIFY"):
             raise ConfigError(
@@ -133,6 +138,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             )
     elif not config_path or api_url or webhook_secret:
         stores[default_store] = env_store
+    elif env.text("SYNCD_TIMEZONE"):
+        raise ConfigError(
+            "SYNCD_TIMEZONE", "no store is configured by variables: set timezone in SYNCD_CONFIG"
+        )
 
     return Settings(
         database_url=env.text("SYNCD_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -291,6 +300,7 @@ _STORE_KEYS = {
     "webhook_secret",
     "webhook_secret_file",
     "verify",
+    "timezone",
 }
 
 
@@ -325,4 +335,52 @@ def _store_from_table(where: str, table: Any, env: _Env) -> StoreConfig:
     if (api_url is None) != (api_key is None):
         raise ConfigError(f"{where} api_url", "api_url and api_key must be set together")
     verify = _verify_mode(f"{where} verify", text("verify"), has_key=api_key is not None)
-    return StoreConfig(name, api_url, api_key, secret("webhook_secret"), verify)
+    store = StoreConfig(name, api_url, api_key, secret("webhook_secret"), verify)
+    return _with_toml_timezone(store, f"{where} timezone", table.get("timezone"))
+
+
+# --- the store's time zone ---------------------------------------------------------
+#
+# An IANA zone name (``America/Mexico_City``, ``America/Tijuana``), read with
+# zoneinfo (the ``tzdata`` package stands in for missing system zone files).
+# A fixed offset such as ``-06:00`` is refused: it has no daylight saving
+# rules, so it would put part of the year's orders on the wrong day.
+
+_OFFSET = re.compile(r"^(?:UTC|GMT)?\s*[+-]\d{1,2}(?::?\d{2})?$", re.IGNORECASE)
+
+
+def timezone_name(variable: str, raw: Any) -> str:
+    """``raw`` as a known IANA zone name, or a ConfigError naming ``variable``."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(variable, "expected an IANA time zone name, e.g. America/Mexico_City")
+    name = raw.strip()
+    if _OFFSET.match(name):
+        raise ConfigError(
+            variable,
+            f"{name!r} is a fixed offset, not a time zone name: use e.g. America/Mexico_City",
+        )
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(
+            variable, f"unknown time zone {name!r}: use an IANA name, e.g. America/Mexico_City"
+        ) from None
+    return name
+
+
+def _with_env_timezone(store: StoreConfig, env: _Env, *, from_toml: bool) -> StoreConfig:
+    raw = env.text("SYNCD_TIMEZONE")
+    if raw is None:
+        return store
+    if from_toml:
+        raise ConfigError(
+            "SYNCD_TIMEZONE",
+            f"store {store.name!r} is configured in SYNCD_CONFIG: set its timezone there",
+        )
+    return dataclasses.replace(store, timezone=timezone_name("SYNCD_TIMEZONE", raw))
+
+
+def _with_toml_timezone(store: StoreConfig, variable: str, raw: Any) -> StoreConfig:
+    if raw is None:
+        return store
+    return dataclasses.replace(store, timezone=timezone_name(variable, raw))

@@ -25,10 +25,22 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from sqlalchemy import Engine, func, select
 
+from syncd import localtime
 from syncd.app import create_app
 from syncd.config import Settings, load_settings
 from syncd.db.engine import make_engine, upgrade
-from syncd.db.models import Customer, Event, Order, OrderLineItem
+from syncd.db.models import (
+    Customer,
+    Event,
+    Order,
+    OrderDiscountCode,
+    OrderFulfillment,
+    OrderFulfillmentLineItem,
+    OrderLineItem,
+    OrderRefund,
+    OrderRefundLineItem,
+    OrderTransaction,
+)
 from syncd.reconcile import reconcile_store
 from syncd.shoperti import wire
 
@@ -36,14 +48,145 @@ API_KEY = "sk_demo_not_a_secret"
 TOKEN = "demo-token"  # noqa: S105 - the demo's own throwaway token
 
 
+# The order lists compared with the truth: table, and the columns compared
+# (all but store and order_id), as the wire parser's records name them.
+LIST_COLUMNS: dict[Any, tuple[str, ...]] = {
+    OrderTransaction: (
+        "id",
+        "position",
+        "kind",
+        "status",
+        "gateway",
+        "payment_method",
+        "amount",
+        "currency",
+        "authorization",
+        "error_code",
+        "created_at",
+        "processed_at",
+    ),
+    OrderRefund: (
+        "id",
+        "created_at",
+        "created_at_local",
+        "created_date_local",
+        "note",
+        "amount",
+        "restock",
+    ),
+    OrderRefundLineItem: ("refund_id", "line_item_id", "quantity", "amount"),
+    OrderFulfillment: (
+        "id",
+        "status",
+        "tracking_company",
+        "tracking_number",
+        "tracking_url",
+        "created_at",
+        "updated_at",
+    ),
+    OrderFulfillmentLineItem: ("fulfillment_id", "line_item_id", "quantity"),
+    OrderDiscountCode: ("code", "type", "amount"),
+}
+
+
+def _sorted(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return sorted(rows, key=lambda row: tuple(str(value) for value in row))
+
+
+def expected_lists(order: wire.Order, zone: str) -> dict[Any, list[tuple[Any, ...]]]:
+    """The rows each order-list table should hold for ``order``, as tuples of
+    :data:`LIST_COLUMNS` (the refunds' local times in the store's ``zone``)."""
+    tz = localtime.zone(zone)
+    refunds = []
+    for refund in order.refunds:
+        wall, day = localtime.local(refund.created_at, tz)
+        refunds.append(
+            (refund.id, refund.created_at, wall, day, refund.note, refund.amount, refund.restock)
+        )
+    return {
+        OrderTransaction: [
+            (
+                t.id,
+                position,
+                t.kind,
+                t.status,
+                t.gateway,
+                t.payment_method,
+                t.amount,
+                t.currency,
+                t.authorization,
+                t.error_code,
+                t.created_at,
+                t.processed_at,
+            )
+            for position, t in enumerate(order.transactions, start=1)
+        ],
+        OrderRefund: _sorted(refunds),
+        OrderRefundLineItem: _sorted(
+            [
+                (refund.id, line.line_item_id, line.quantity, line.amount)
+                for refund in order.refunds
+                for line in refund.line_items
+            ]
+        ),
+        OrderFulfillment: _sorted(
+            [
+                (
+                    f.id,
+                    f.status,
+                    f.tracking_company,
+                    f.tracking_number,
+                    f.tracking_url,
+                    f.created_at,
+                    f.updated_at,
+                )
+                for f in order.fulfillments
+            ]
+        ),
+        OrderFulfillmentLineItem: _sorted(
+            [
+                (f.id, line.line_item_id, line.quantity)
+                for f in order.fulfillments
+                for line in f.line_items
+            ]
+        ),
+        OrderDiscountCode: _sorted([(c.code, c.type, c.amount) for c in order.discount_codes]),
+    }
+
+
+def stored_lists(engine: Engine, store: str) -> dict[Any, dict[str, list[tuple[Any, ...]]]]:
+    """Each order-list table's rows of ``store``, by order id, as in :func:`expected_lists`."""
+    found: dict[Any, dict[str, list[tuple[Any, ...]]]] = {}
+    with engine.connect() as conn:
+        for model, names in LIST_COLUMNS.items():
+            table = model.__table__
+            by_order: dict[str, list[tuple[Any, ...]]] = {}
+            query = select(table.c.order_id, *(table.c[name] for name in names)).where(
+                table.c.store == store
+            )
+            for row in conn.execute(query):
+                by_order.setdefault(row[0], []).append(tuple(row[1:]))
+            found[model] = {
+                # transactions in their order (position), the others as sets
+                order_id: sorted(rows, key=lambda row: row[1])
+                if model is OrderTransaction
+                else _sorted(rows)
+                for order_id, rows in by_order.items()
+            }
+    return found
+
+
 def compare_with_truth(
     engine: Engine,
     store: str,
     orders: Mapping[str, Mapping[str, Any]],
     customers: Mapping[str, Mapping[str, Any]],
+    timezone: str = localtime.DEFAULT_TIMEZONE,
 ) -> list[str]:
     """Differences between the normalized tables and the store's final state
-    (empty when they agree). Compares every column that carries meaning."""
+    (empty when they agree). Compares every column that carries meaning, the
+    order lists (transactions, refunds, fulfillments, discount codes and their
+    lines) and the local times in the store's ``timezone``."""
     problems: list[str] = []
     with engine.connect() as conn:
         db_orders = {
@@ -75,6 +218,26 @@ def compare_with_truth(
         want_items = [(i.id, i.quantity, i.price, i.total) for i in want.line_items]
         if got_items != want_items:
             problems.append(f"order {order_id}: line items differ")
+        local = localtime.local(want.created_at, localtime.zone(timezone))
+        if (have.created_at_local, have.created_date_local) != local:
+            problems.append(f"order {order_id}: local creation time differs")
+    problems += _list_differences(engine, store, orders, timezone)
+    return problems
+
+
+def _list_differences(
+    engine: Engine, store: str, orders: Mapping[str, Mapping[str, Any]], timezone: str
+) -> list[str]:
+    problems = []
+    stored = stored_lists(engine, store)
+    for order_id, data in orders.items():
+        for model, want in expected_lists(wire.parse_order(data), timezone).items():
+            if stored[model].get(order_id, []) != want:
+                problems.append(f"order {order_id}: {model.__tablename__} differ")
+    for model, by_order in stored.items():
+        extra = set(by_order) - set(orders)
+        if extra:
+            problems.append(f"{model.__tablename__}: rows for {len(extra)} unknown orders")
     return problems
 
 
@@ -186,7 +349,12 @@ async def _demo(directory: Path, orders: int, seed: int) -> int:
             await wait_applied(engine, config.name)
         truth = store.truth()
         problems = await asyncio.to_thread(
-            compare_with_truth, engine, config.name, truth.orders, truth.customers
+            compare_with_truth,
+            engine,
+            config.name,
+            truth.orders,
+            truth.customers,
+            config.timezone,
         )
         counts = await asyncio.to_thread(_counts, engine, config.name)
     finally:
@@ -203,6 +371,15 @@ async def _demo(directory: Path, orders: int, seed: int) -> int:
         "orders in the store / in the database", f"{len(truth.orders)} / {counts['orders']}"
     )
     table.add_row("line items in the database", str(counts["line_items"]))
+    table.add_row(
+        "payments: paid / declined / OXXO vouchers expired",
+        f"{counts['paid']} / {counts['declined']} / {counts['expired']}",
+    )
+    table.add_row("refunds (refunded MXN)", f"{counts['refunds']} ({counts['refunded']:,.2f})")
+    table.add_row(
+        "fulfillments (orders shipped in two)",
+        f"{counts['fulfillments']} ({counts['split']})",
+    )
     table.add_row(
         "customers in the store / in the database",
         f"{len(truth.customers)} / {counts['customers']}",
@@ -226,8 +403,8 @@ async def _demo(directory: Path, orders: int, seed: int) -> int:
             console.print(f"  reconcile failed: {report.error}")
         return 1
     console.print(
-        f"[bold green]OK[/]: the database equals the store's truth — every order "
-        f"arrived ({elapsed:.1f} s)."
+        f"[bold green]OK[/]: the database equals the store's truth — every order, "
+        f"payment, refund, fulfillment and discount code arrived ({elapsed:.1f} s)."
     )
     return 0
 
@@ -238,7 +415,28 @@ def _counts(engine: Engine, store: str) -> dict[str, Any]:
         def count(table: Any, *where: Any) -> int:
             return int(conn.scalar(select(func.count()).select_from(table).where(*where)) or 0)
 
+        txn = OrderTransaction.__table__
+        sales = (txn.c.store == store, txn.c.kind == "sale")
+        refunds = OrderRefund.__table__
+        shipments = OrderFulfillment.__table__
+        per_order = (
+            select(shipments.c.order_id)
+            .where(shipments.c.store == store)
+            .group_by(shipments.c.order_id)
+            .having(func.count() > 1)
+            .subquery()
+        )
         return {
+            "paid": count(txn, *sales, txn.c.status == "success"),
+            "declined": count(txn, *sales, txn.c.status == "failure"),
+            "expired": count(txn, *sales, txn.c.status == "expired"),
+            "refunds": count(refunds, refunds.c.store == store),
+            "refunded": conn.scalar(
+                select(func.coalesce(func.sum(refunds.c.amount), 0)).where(refunds.c.store == store)
+            )
+            or 0,
+            "fulfillments": count(shipments, shipments.c.store == store),
+            "split": count(per_order),
             "orders": count(Order.__table__, Order.store == store),
             "line_items": count(OrderLineItem.__table__, OrderLineItem.store == store),
             "customers": count(Customer.__table__, Customer.store == store),

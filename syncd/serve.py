@@ -1,7 +1,9 @@
 """``syncd serve``: uvicorn started from code, with the daemon's lifespan.
 
 Start: the schema must be at head (else one line naming `syncd db upgrade`),
-then the socket is bound and the lifespan starts the inbox writer, the
+and each store's local time columns are brought to its configured time zone
+(:func:`syncd.localtime.ensure_zones`, one log line if that recomputes), then
+the socket is bound and the lifespan starts the inbox writer, the
 worker and the scheduler; only then is ``READY=1`` sent to systemd.
 
 Stop, on SIGTERM (or SIGINT): ``STOPPING=1`` at once; uvicorn stops
@@ -13,7 +15,7 @@ not re-raise the signal after a clean stop: systemd and the operator should
 see a clean exit status, not "killed by SIGTERM".
 
 This module must never answer a request itself nor touch the database
-beyond the schema check: routes and work belong to :mod:`syncd.app`.
+beyond those two start-up steps: routes and work belong to :mod:`syncd.app`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from types import FrameType
 import uvicorn
 from starlette.types import ASGIApp
 
+from syncd import localtime
 from syncd.app import create_app
 from syncd.config import Settings
 from syncd.connections import connection_cap, guarded_protocol, log_out_of_descriptors
@@ -124,6 +127,7 @@ async def serve(settings: Settings) -> None:
     front = make_engine(settings.database_url, pool_size=3, max_overflow=2, pool_timeout=5)
     try:
         check_schema_at_head(engine)
+        localtime.ensure_zones(engine, settings.stores.values())
         # Applying runs in a child process: it would otherwise share this
         # process's interpreter lock with the receiver (syncd.worker_process).
         app = create_app(settings, engine, apply_in_process=True, front_engine=front)

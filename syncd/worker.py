@@ -31,7 +31,7 @@ from sqlalchemy import Engine, Select, Table, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
-from syncd import apply, inbox
+from syncd import apply, inbox, localtime
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.models import Event as EventRow
@@ -78,7 +78,8 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
             conn.commit()
             return report
         stored = [apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows]
-        outcomes = _write_isolated(conn, store.name, stored, now)
+        localtime.ensure_zone(conn, store.name, store.timezone)
+        outcomes = _write_isolated(conn, store, stored, now)
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
     return report
@@ -130,7 +131,8 @@ def add_and_apply(
             for event in fresh
             if event.unstorable is None
         ]
-        outcomes = _write_isolated(conn, store.name, stored, now)
+        localtime.ensure_zone(conn, store.name, store.timezone)
+        outcomes = _write_isolated(conn, store, stored, now)
         rows = []
         for event in fresh:
             row = inbox.fetched_row(
@@ -157,14 +159,15 @@ def add_and_apply(
 
 
 def _write_isolated(
-    conn: Connection, store: str, stored: Sequence[apply.StoredEvent], now: datetime
+    conn: Connection, config: StoreConfig, stored: Sequence[apply.StoredEvent], now: datetime
 ) -> dict[str, apply.Outcome]:
     """Write the batch at once; if that fails, event by event, so one event's
     database error does not hold back the others."""
+    store, timezone = config.name, config.timezone
     batch, outcomes = apply.collect(store, stored)
     try:
         with conn.begin_nested():
-            apply.write(conn, batch, now)
+            apply.write(conn, batch, now, timezone)
         return outcomes
     except Exception as exc:
         if dialect.is_disconnect_or_unavailable(exc):
@@ -176,7 +179,7 @@ def _write_isolated(
         single, _ = apply.collect(store, [event])
         try:
             with conn.begin_nested():
-                apply.write(conn, single, now)
+                apply.write(conn, single, now, timezone)
         except Exception as exc:
             if dialect.is_disconnect_or_unavailable(exc):
                 raise
@@ -556,6 +559,12 @@ class Worker:
 # --- replay ---------------------------------------------------------------------------
 
 NORMALIZED = (
+    "order_transactions",
+    "order_refund_line_items",
+    "order_refunds",
+    "order_fulfillment_line_items",
+    "order_fulfillments",
+    "order_discount_codes",
     "order_line_items",
     "order_addresses",
     "order_status_history",
@@ -582,6 +591,7 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
         for name in NORMALIZED:
             table = metadata.tables[name]
             conn.execute(table.delete().where(table.c.store == store.name))
+        localtime.ensure_zone(conn, store.name, store.timezone)  # records the zone
         after = ""
         while True:
             rows = conn.execute(
@@ -600,7 +610,7 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
             stored = [
                 apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows
             ]
-            outcomes = _write_isolated(conn, store.name, stored, now)
+            outcomes = _write_isolated(conn, store, stored, now)
             groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
             for row in rows:
                 outcome = outcomes[row.id]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,12 @@ NORMALIZED = (
     "customers",
     "customer_addresses",
     "order_status_history",
+    "order_transactions",
+    "order_refunds",
+    "order_refund_line_items",
+    "order_fulfillments",
+    "order_fulfillment_line_items",
+    "order_discount_codes",
 )
 D = Decimal
 MEXICO_CITY = timezone(timedelta(hours=-6))
@@ -120,7 +126,8 @@ def assert_all_times_utc(tables: Mapping[str, list[dict[str, Any]]]) -> None:
     for name, table_rows in tables.items():
         for row in table_rows:
             for column, value in row.items():
-                if isinstance(value, datetime):
+                # The *_local columns hold the store's wall-clock time, no zone.
+                if isinstance(value, datetime) and not column.endswith("_local"):
                     assert value.utcoffset() == timedelta(0), (name, column, value)
 
 
@@ -323,6 +330,9 @@ FULL_ORDER = {
     "updated_at": utc("2026-11-28T00:04:05"),
     "cancelled_at": None,
     "closed_at": None,
+    # 18:04 on the 27th in Mexico City (the default zone), the 28th in UTC.
+    "created_at_local": datetime(2026, 11, 27, 18, 4),
+    "created_date_local": date(2026, 11, 27),
     "deleted": False,
     "last_event_id": "evt_cjld2cjxh0000qzrmn831i7rn",
     "last_event_at": utc("2026-11-28T00:04:06"),
@@ -669,6 +679,16 @@ EXPECTED: dict[str, dict[str, Any]] = {
             "2026-11-28T00:20:01",
             updated_at=utc("2026-11-28T00:20:00"),
         ),
+        # Discount codes were an unknown field before syncd kept them.
+        "order_discount_codes": [
+            {
+                "store": "default",
+                "order_id": ORDER_ID,
+                "code": "BUENFIN",
+                "type": None,
+                "amount": D("100.00"),
+            }
+        ],
         "order_status_history": [
             history("evt_cjld2ck8h0000qzrm0000009", "order.updated", "2026-11-28T00:20:00")
         ],
@@ -790,6 +810,243 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "resource": "product",
     },
 }
+
+
+# --- the fixtures of an order's money and shipping lists ---------------------------------
+
+
+def txn_row(txn_id: str, position: int, **values: Any) -> dict[str, Any]:
+    return {
+        "store": "default",
+        "order_id": ORDER_ID,
+        "id": txn_id,
+        "position": position,
+        "kind": "sale",
+        "status": "success",
+        "currency": "MXN",
+        "amount": D("1373.84"),
+        "error_code": None,
+        **values,
+    }
+
+
+def shipment_row(ful_id: str, company: str, number: str, url: str | None, at: str) -> dict:
+    return {
+        "store": "default",
+        "order_id": ORDER_ID,
+        "id": ful_id,
+        "status": "success",
+        "tracking_company": company,
+        "tracking_number": number,
+        "tracking_url": url,
+        "created_at": utc(at),
+        "updated_at": utc(at),
+    }
+
+
+def shipped(ful_id: str, line_item_id: str, quantity: int) -> dict[str, Any]:
+    return {
+        "store": "default",
+        "order_id": ORDER_ID,
+        "fulfillment_id": ful_id,
+        "line_item_id": line_item_id,
+        "quantity": quantity,
+    }
+
+
+def code_row(code: str, kind: str, amount: str) -> dict[str, Any]:
+    return {
+        "store": "default",
+        "order_id": ORDER_ID,
+        "code": code,
+        "type": kind,
+        "amount": D(amount),
+    }
+
+
+def expect_list_fixture(
+    event_id: str, event_type: str, changed: str, statuses: dict[str, str], **order: Any
+) -> dict[str, Any]:
+    """The full order fixture at a later version: ``changed`` is its updated_at
+    (UTC), the event one second later."""
+    later = (utc(changed) + timedelta(seconds=1)).isoformat()[:19]
+    return {
+        "status": "applied",
+        **expect_order_event(event_id, later, updated_at=utc(changed), **statuses, **order),
+        "order_status_history": [history(event_id, event_type, changed, **statuses)],
+    }
+
+
+VOUCHER = {
+    "gateway": "oxxo",
+    "payment_method": "oxxo",
+    "authorization": "93000262749130",
+    "created_at": utc("2026-11-28T00:04:05"),  # naive on the wire: UTC
+    "processed_at": None,
+}
+LIST_FIXTURES: dict[str, dict[str, Any]] = {
+    "order.paid__card_declined_then_paid": {
+        **expect_list_fixture(
+            "evt_cjld2cm0a0000qzrm0000101",
+            "order.paid",
+            "2026-11-28T00:30:00",
+            {"financial_status": "paid"},
+        ),
+        "order_transactions": [
+            txn_row(
+                "txn_decl_1",
+                1,
+                status="failure",
+                gateway="conekta",
+                payment_method="card",
+                authorization=None,
+                error_code="card_declined",
+                created_at=utc("2026-11-28T00:29:00"),
+                processed_at=utc("2026-11-28T00:29:01"),
+            ),
+            txn_row(
+                "txn_sale_2",
+                2,
+                gateway="conekta",
+                payment_method="card",
+                authorization="AUTH-4821",
+                created_at=utc("2026-11-28T00:29:30"),
+                processed_at=utc("2026-11-28T00:30:00"),
+            ),
+        ],
+        "order_discount_codes": [code_row("BUENFIN", "fixed_amount", "100.00")],
+    },
+    "order.created__oxxo_voucher_pending": {
+        "status": "applied",
+        **expect_order_event("evt_cjld2cm0a0000qzrm0000102", "2026-11-28T00:04:06"),
+        "order_status_history": [
+            history("evt_cjld2cm0a0000qzrm0000102", "order.created", "2026-11-28T00:04:05")
+        ],
+        "order_transactions": [txn_row("txn_oxxo_1", 1, status="pending", **VOUCHER)],
+    },
+    "order.cancelled__oxxo_voucher_expired": {
+        **expect_list_fixture(
+            "evt_cjld2cm0a0000qzrm0000103",
+            "order.cancelled",
+            "2026-12-01T00:04:05",
+            {"status": "cancelled", "financial_status": "voided"},
+            cancelled_at=utc("2026-12-01T00:04:05"),
+            closed_at=utc("2026-12-01T00:04:05"),
+        ),
+        "order_transactions": [txn_row("txn_oxxo_1", 1, status="expired", **VOUCHER)],
+    },
+    "order.refunded__partial_with_lines": {
+        **expect_list_fixture(
+            "evt_cjld2cm0a0000qzrm0000104",
+            "order.refunded",
+            "2026-12-02T01:30:00",
+            {
+                "status": "closed",
+                "financial_status": "partially_refunded",
+                "fulfillment_status": "fulfilled",
+            },
+            closed_at=utc("2026-11-29T16:00:00"),
+        ),
+        "order_transactions": [
+            txn_row(
+                "txn_pp_1",
+                1,
+                gateway="paypal",
+                payment_method="paypal",
+                authorization="PAYID-M4X",
+                created_at=utc("2026-11-28T00:05:00"),
+                processed_at=utc("2026-11-28T00:05:02"),
+            ),
+            txn_row(
+                "txn_pp_2",
+                2,
+                kind="refund",
+                gateway="paypal",
+                payment_method="paypal",
+                amount=D("464"),
+                authorization="PAYID-R7Q",
+                created_at=utc("2026-12-02T01:30:00"),
+                processed_at=utc("2026-12-02T01:30:00"),
+            ),
+        ],
+        "order_refunds": [
+            {
+                "store": "default",
+                "order_id": ORDER_ID,
+                "id": "ref_1",
+                # 19:30 on the 1st in Mexico City: the 2nd in UTC, the 1st locally.
+                "created_at": utc("2026-12-02T01:30:00"),
+                "created_at_local": datetime(2026, 12, 1, 19, 30),
+                "created_date_local": date(2026, 12, 1),
+                "note": "Taza rota",
+                "amount": D("464"),
+                "restock": False,
+            }
+        ],
+        "order_refund_line_items": [
+            {
+                "store": "default",
+                "order_id": ORDER_ID,
+                "refund_id": "ref_1",
+                "line_item_id": "li_cjld2d2",
+                "quantity": 1,
+                "amount": D("400.00"),
+            }
+        ],
+        "order_fulfillments": [
+            shipment_row(
+                "ful_1",
+                "Estafeta",
+                "8055712345",
+                "https://rastreo.example.com/8055712345",
+                "2026-11-29T16:00:00",
+            )
+        ],
+        "order_fulfillment_line_items": [
+            shipped("ful_1", "li_cjld2d1", 2),
+            shipped("ful_1", "li_cjld2d2", 1),
+        ],
+    },
+    "order.fulfilled__split_shipments": {
+        **expect_list_fixture(
+            "evt_cjld2cm0a0000qzrm0000105",
+            "order.fulfilled",
+            "2026-11-30T18:00:00",
+            {"status": "closed", "financial_status": "paid", "fulfillment_status": "fulfilled"},
+            closed_at=utc("2026-11-30T18:00:00"),
+        ),
+        "order_fulfillments": [
+            shipment_row("ful_a", "DHL", "JD0001", None, "2026-11-28T18:00:00"),
+            shipment_row("ful_b", "DHL", "4455667788", None, "2026-11-30T18:00:00"),
+        ],
+        "order_fulfillment_line_items": [
+            shipped("ful_a", "li_cjld2d1", 1),
+            shipped("ful_b", "li_cjld2d1", 1),
+            shipped("ful_b", "li_cjld2d2", 1),
+        ],
+    },
+    "order.paid__spei_numeric_ids": {
+        **expect_list_fixture(
+            "evt_cjld2cm0a0000qzrm0000106",
+            "order.paid",
+            "2026-11-28T02:00:00",
+            {"financial_status": "paid"},
+        ),
+        "order_transactions": [
+            txn_row(
+                "90210",
+                1,
+                gateway="openpay",
+                payment_method="spei",
+                authorization="646180157000000004",
+                created_at=utc("2026-11-28T01:55:00"),
+                processed_at=utc("2026-11-28T02:00:00"),
+            )
+        ],
+        "order_discount_codes": [code_row("VUELVE", "fixed_amount", "100")],
+    },
+}
+EXPECTED.update(LIST_FIXTURES)
 
 
 def fixture_names() -> list[str]:

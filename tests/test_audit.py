@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select, update
 
 from syncd.audit import AuditReport, audit_store
 from syncd.config import StoreConfig
-from syncd.db.models import Customer, Event, Order, OrderAddress, OrderLineItem
+from syncd.db.models import Customer, Event, Order, metadata
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.reconcile import sync_resource
@@ -68,8 +68,9 @@ def damage(db: TestDatabase) -> dict[str, str]:
         order_ids = sorted(conn.scalars(select(Order.id).where(Order.deleted.is_(False))))
         customer_id = conn.scalar(select(Customer.id).where(Customer.email.is_not(None)))
         gone, stale, changed = order_ids[:3]
-        for table in (OrderLineItem, OrderAddress):
-            conn.execute(delete(table).where(table.order_id == gone))
+        for table in metadata.sorted_tables:  # the order's lines, addresses, payments…
+            if "order_id" in table.c and table.name != "order_status_history":
+                conn.execute(delete(table).where(table.c.order_id == gone))
         conn.execute(delete(Order).where(Order.id == gone))
         was = conn.scalar(select(Order.updated_at).where(Order.id == stale))
         assert was is not None

@@ -151,3 +151,77 @@ def test_cli_prints_one_line_and_fails(tmp_path: Path) -> None:
         "syncd: SYNCD_PORT: expected a whole number, got 'x'"
     ]
     assert "Traceback" not in result.stderr and "sk_cli_secret" not in result.stderr
+
+
+# --- the store's time zone ---------------------------------------------------------
+
+
+def test_timezone_defaults_to_mexico_city_and_is_per_store(tmp_path: Path) -> None:
+    assert load_settings({}).store().timezone == "America/Mexico_City"
+    assert load_settings({"SYNCD_TIMEZONE": " America/Tijuana "}).store().timezone == (
+        "America/Tijuana"
+    )
+    config = tmp_path / "stores.toml"
+    config.write_text(
+        '[[stores]]\nname = "norte"\ntimezone = "America/Tijuana"\n\n[[stores]]\nname = "sur"\n'
+    )
+    settings = load_settings({"SYNCD_CONFIG": str(config)})
+    assert settings.store("norte").timezone == "America/Tijuana"
+    assert settings.store("sur").timezone == "America/Mexico_City"
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("America/Atlantis", "unknown time zone 'America/Atlantis'"),
+        ("-06:00", "'-06:00' is a fixed offset, not a time zone name"),
+        ("UTC-6", "fixed offset"),
+        ("+0530", "fixed offset"),
+        ("../../etc/passwd", "unknown time zone"),
+        ("America", "unknown time zone"),
+    ],
+)
+def test_a_bad_timezone_is_one_line_naming_the_variable(value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_TIMEZONE": value})
+    message = str(caught.value)
+    assert message.startswith("SYNCD_TIMEZONE: ") and words in message and "\n" not in message
+
+
+def test_a_bad_timezone_in_toml_names_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "stores.toml"
+    config.write_text('[[stores]]\nname = "norte"\ntimezone = "-06:00"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_CONFIG": str(config)})
+    assert str(caught.value).startswith("SYNCD_CONFIG store 'norte' timezone: ")
+
+
+def test_syncd_timezone_only_for_the_store_configured_by_variables(tmp_path: Path) -> None:
+    config = tmp_path / "stores.toml"
+    config.write_text('[[stores]]\nname = "norte"\n')
+    for env in (
+        {"SYNCD_CONFIG": str(config), "SYNCD_TIMEZONE": "America/Tijuana"},
+        {"SYNCD_CONFIG": str(config), "SYNCD_STORE": "norte", "SYNCD_TIMEZONE": "UTC"},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(env)
+        assert str(caught.value).startswith("SYNCD_TIMEZONE: ")
+
+
+def test_zones_work_without_system_zone_files(tmp_path: Path) -> None:
+    # No zone files on the search path: the tzdata package must stand in.
+    code = (
+        "from syncd.config import load_settings; from syncd import localtime; "
+        "import datetime as d; "
+        "s = load_settings({'SYNCD_TIMEZONE': 'America/Tijuana'}).store(); "
+        "at = d.datetime(2026, 7, 2, 6, 59, tzinfo=d.UTC); "
+        "print(localtime.local(at, localtime.zone(s.timezone))[0])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONTZPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "2026-07-01 23:59:00"), result.stderr

@@ -748,3 +748,83 @@ def test_cli_main_sells_delivers_and_exits(
 def test_cli_rejects_bad_values_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["--drop-rate", "1.5"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+# --- payments, refunds, fulfillments, discount codes ------------------------------------
+
+
+def test_payments_refunds_shipments_and_codes_add_up() -> None:
+    orders = list(sold_offline(1500, seed=5).truth().orders.values())
+    shapes: Counter[str] = Counter()
+    for order in orders:
+        total = money(order["total"])
+        codes = order["discount_codes"]
+        assert sum((money(c["amount"]) for c in codes), Decimal(0)) == money(
+            order["total_discounts"]
+        )
+        shapes.update(f"code:{c['type']}" for c in codes)
+
+        sales = [t for t in order["transactions"] if t["kind"] == "sale"]
+        paid = sum((money(t["amount"]) for t in sales if t["status"] == "success"), Decimal(0))
+        assert paid in (Decimal(0), total), order["id"]
+        assert paid == total or order["financial_status"] in ("pending", "voided")
+        for t in order["transactions"]:
+            assert t["currency"] == "MXN" and money(t["amount"]) > 0
+            assert (t["processed_at"] is None) == (t["status"] in ("pending", "expired"))
+            shapes[f"{t['payment_method']}:{t['kind']}:{t['status']}"] += 1
+            if t["status"] == "failure":
+                assert t["error_code"] and t["authorization"] is None
+        if any(t["status"] == "expired" for t in sales):
+            assert order["status"] == "cancelled" and paid == 0
+
+        refunds = order["refunds"]
+        refunded = sum((money(r["amount"]) for r in refunds), Decimal(0))
+        assert refunded <= paid, order["id"]
+        refund_txns = [t for t in order["transactions"] if t["kind"] == "refund"]
+        assert sorted(money(t["amount"]) for t in refund_txns) == sorted(
+            money(r["amount"]) for r in refunds
+        )
+        if order["financial_status"] == "refunded" and paid:
+            assert refunded == paid
+            shapes["refund:full"] += 1
+        if order["financial_status"] == "partially_refunded":
+            assert 0 < refunded < paid
+            shapes["refund:partial"] += 1
+        quantities = {item["id"]: item["quantity"] for item in order["line_items"]}
+        for line_id in quantities:
+            back = sum(
+                line["quantity"]
+                for r in refunds
+                for line in r["line_items"]
+                if line["line_item_id"] == line_id
+            )
+            shipped = sum(
+                line["quantity"]
+                for f in order["fulfillments"]
+                for line in f["line_items"]
+                if line["line_item_id"] == line_id
+            )
+            assert back <= quantities[line_id]
+            if order["fulfillment_status"] == "fulfilled":
+                assert shipped == quantities[line_id], order["id"]
+        shapes[f"shipments:{len(order['fulfillments'])}"] += 1
+        for f in order["fulfillments"]:
+            if order["shipping_address"] is not None:
+                assert f["tracking_number"] and f["tracking_url"].endswith(f["tracking_number"])
+    for shape in (
+        "code:percentage",
+        "code:fixed_amount",
+        "card:sale:failure",
+        "card:sale:success",
+        "oxxo:sale:pending",
+        "oxxo:sale:success",
+        "oxxo:sale:expired",
+        "spei:sale:success",
+        "paypal:sale:success",
+        "card:refund:success",
+        "refund:full",
+        "refund:partial",
+        "shipments:1",
+        "shipments:2",
+    ):
+        assert shapes[shape] > 0, shape

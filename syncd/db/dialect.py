@@ -213,6 +213,12 @@ class Money(TypeDecorator[Decimal]):
         return amount.quantize(_MONEY_QUANTUM)
 
 
+def local_datetime_type() -> TypeEngine[datetime]:
+    """A store-local wall-clock time, without a zone, with microseconds:
+    ``timestamp`` on PostgreSQL, ``DATETIME(6)`` on MariaDB, ISO text on SQLite."""
+    return DateTime(timezone=False).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
 def ident_type(length: int) -> TypeEngine[str]:
     """Text that is compared exactly: ids and store names. MariaDB's default
     collation folds case, so ``evt_AbC`` and ``evt_abc`` would share a key;

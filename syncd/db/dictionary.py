@@ -6,9 +6,10 @@ committed copy, and a test fails when the two differ.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Date, DateTime, Integer, String, Table, Text
 from sqlalchemy.types import TypeEngine
 
+from syncd.db import views
 from syncd.db.dialect import Money, UTCDateTime
 from syncd.db.models import metadata
 
@@ -55,6 +56,27 @@ EXAMPLES: dict[str, str] = {
     "variant_title": "M / Azul",
     "quantity": "2",
     "kind": "shipping",
+    "order_transactions.id": "txn_3f9a1c",
+    "order_transactions.kind": "sale",
+    "order_transactions.status": "success",
+    "gateway": "conekta",
+    "payment_method": "card",
+    "amount": "1259.0000",
+    "authorization": "AUTH-4821",
+    "error_code": "card_declined",
+    "order_refunds.id": "ref_71b2",
+    "refund_id": "ref_71b2",
+    "line_item_id": "li_8812_1",
+    "restock": "true",
+    "order_fulfillments.id": "ful_52c0",
+    "fulfillment_id": "ful_52c0",
+    "order_fulfillments.status": "success",
+    "tracking_company": "Estafeta",
+    "tracking_number": "8055712345",
+    "tracking_url": "https://rastreo.example.com/8055712345",
+    "code": "BUENFIN",
+    "order_discount_codes.type": "percentage",
+    "order_discount_codes.amount": "100.0000",
     "first_name": "José",
     "last_name": "Muñoz",
     "company": "Abarrotes Peña",
@@ -73,11 +95,17 @@ EXAMPLES: dict[str, str] = {
     "value": '{"at": "2026-11-28T00:00:00+00:00"}',
 }
 TIME_EXAMPLE = "2026-11-28 00:04:05+00"
+LOCAL_TIME_EXAMPLE = "2026-11-27 18:04:05"  # the same moment in Mexico City
+LOCAL_DATE_EXAMPLE = "2026-11-27"
 
 
 def _type_name(type_: TypeEngine[object]) -> str:
     if isinstance(type_, UTCDateTime):
         return "timestamp (UTC)"
+    if isinstance(type_, DateTime):
+        return "timestamp (store-local, no zone)"
+    if isinstance(type_, Date):
+        return "date (store-local)"
     if isinstance(type_, Money):
         return "decimal(19,4)"
     if isinstance(type_, Boolean):
@@ -94,6 +122,10 @@ def _type_name(type_: TypeEngine[object]) -> str:
 def _example(table: Table, column: Column[object]) -> str:
     if isinstance(column.type, UTCDateTime):
         return TIME_EXAMPLE
+    if isinstance(column.type, DateTime):
+        return LOCAL_TIME_EXAMPLE
+    if isinstance(column.type, Date):
+        return LOCAL_DATE_EXAMPLE
     return EXAMPLES.get(f"{table.name}.{column.name}", EXAMPLES.get(column.name, ""))
 
 
@@ -102,8 +134,17 @@ def render() -> str:
         "# syncd data dictionary",
         "",
         "Generated from the table and column comments by `syncd db dictionary`;",
-        "do not edit by hand. Money is exact decimal; every timestamp is UTC;",
-        "every key starts with `store`; rows are never deleted (see `deleted`).",
+        "do not edit by hand. Money is exact decimal; every timestamp is UTC",
+        "except the `*_local` columns, which hold the store's own wall-clock time",
+        "and day (its `timezone` setting); every key starts with `store`; rows",
+        "are never deleted (see `deleted`).",
+        "",
+        "An order's lists (line items, addresses, transactions, refunds and their",
+        "lines, fulfillments and their lines, discount codes) are replaced as a",
+        "whole by each newer version of the order. A version whose list names the",
+        "same id twice (the same line item twice in one refund or fulfillment, the",
+        "same discount code twice) is not applied: its event is marked `failed`",
+        "with a reason naming the list, and the tables keep the previous version.",
         "",
     ]
     for table in sorted(metadata.sorted_tables, key=lambda t: t.name):
@@ -120,4 +161,5 @@ def render() -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += views.render()
     return "\n".join(lines)

@@ -8,14 +8,14 @@ migration path. Every key starts with ``store``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text, false
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, MetaData, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from syncd.db.dialect import Money, UTCDateTime, ident_type, json_type
+from syncd.db.dialect import Money, UTCDateTime, ident_type, json_type, local_datetime_type
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -125,6 +125,7 @@ class Order(Base):
         Index("ix_orders_updated_at", "store", "updated_at"),
         Index("ix_orders_created_at", "store", "created_at"),
         Index("ix_orders_customer", "store", "customer_id"),
+        Index("ix_orders_created_date_local", "store", "created_date_local"),
         {"comment": "One row per order, as of its newest version received."},
     )
 
@@ -160,6 +161,13 @@ class Order(Base):
     )
     cancelled_at: Mapped[datetime | None] = mapped_column(comment="When cancelled (UTC), or NULL.")
     closed_at: Mapped[datetime | None] = mapped_column(comment="When closed (UTC), or NULL.")
+    created_at_local: Mapped[datetime | None] = mapped_column(
+        local_datetime_type(),
+        comment="created_at as the wall-clock time in the store's time zone (no zone stored).",
+    )
+    created_date_local: Mapped[date | None] = mapped_column(
+        Date, comment="The day the order was placed, in the store's time zone: group by this."
+    )
     deleted: Mapped[bool] = mapped_column(
         Boolean, comment="True once the order was deleted at Shoperti; rows are never removed."
     )
@@ -308,6 +316,163 @@ class OrderStatusHistory(Base):
     financial_status: Mapped[str | None] = mapped_column(String(32), comment="Payment status then.")
     fulfillment_status: Mapped[str | None] = mapped_column(
         String(32), comment="Shipping status then."
+    )
+
+
+def _order_id() -> Mapped[str]:
+    return mapped_column(ident_type(ID), primary_key=True, comment="Order id (orders.id).")
+
+
+class OrderTransaction(Base):
+    __tablename__ = "order_transactions"
+    __table_args__ = (
+        Index("ix_order_transactions_status", "store", "status", "kind"),
+        {
+            "comment": "Money movements of each order's current version, as the payment "
+            "gateway reported them: payments, their failures, refunds and voids."
+        },
+    )
+
+    store: Mapped[str] = _store()
+    order_id: Mapped[str] = _order_id()
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Transaction id.")
+    position: Mapped[int] = mapped_column(Integer, comment="Place in the order's list, from 1.")
+    kind: Mapped[str | None] = mapped_column(
+        String(32), comment="authorization, capture, sale, refund or void."
+    )
+    status: Mapped[str | None] = mapped_column(
+        String(32),
+        comment="pending, success, failure, error or expired (a cash voucher never paid).",
+    )
+    gateway: Mapped[str | None] = mapped_column(
+        String(NAME), comment="Payment gateway, e.g. conekta, mercadopago, paypal, oxxo."
+    )
+    payment_method: Mapped[str | None] = mapped_column(
+        String(NAME), comment="How the buyer paid, e.g. card, oxxo, spei, paypal, cash."
+    )
+    amount: Mapped[Decimal | None] = mapped_column(
+        comment="Amount moved (positive), in this transaction's currency."
+    )
+    currency: Mapped[str | None] = mapped_column(String(3), comment="ISO 4217 currency code.")
+    authorization: Mapped[str | None] = mapped_column(
+        String(NAME), comment="The gateway's reference for the transaction, or NULL."
+    )
+    error_code: Mapped[str | None] = mapped_column(
+        String(NAME), comment="The gateway's error for a failed transaction, or NULL."
+    )
+    created_at: Mapped[datetime | None] = mapped_column(
+        comment="When the transaction was started (UTC)."
+    )
+    processed_at: Mapped[datetime | None] = mapped_column(
+        comment="When the gateway settled it (UTC); NULL while pending."
+    )
+
+
+class OrderRefund(Base):
+    __tablename__ = "order_refunds"
+    __table_args__ = (
+        Index("ix_order_refunds_created_date_local", "store", "created_date_local"),
+        {"comment": "Refunds of each order's current version: money returned to the buyer."},
+    )
+
+    store: Mapped[str] = _store()
+    order_id: Mapped[str] = _order_id()
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Refund id.")
+    created_at: Mapped[datetime | None] = mapped_column(
+        comment="When the money was returned (UTC): the time reports use."
+    )
+    created_at_local: Mapped[datetime | None] = mapped_column(
+        local_datetime_type(),
+        comment="created_at as the wall-clock time in the store's time zone (no zone stored).",
+    )
+    created_date_local: Mapped[date | None] = mapped_column(
+        Date, comment="The day of the refund in the store's time zone: group by this."
+    )
+    note: Mapped[str | None] = mapped_column(Text, comment="Note on the refund.")
+    amount: Mapped[Decimal | None] = mapped_column(
+        comment="Everything returned to the buyer, shipping and tax included."
+    )
+    restock: Mapped[bool | None] = mapped_column(
+        Boolean, comment="True when the refunded units went back to stock."
+    )
+
+
+class OrderRefundLineItem(Base):
+    __tablename__ = "order_refund_line_items"
+    __table_args__ = {"comment": "Line items of each refund (none for an amount-only refund)."}
+
+    store: Mapped[str] = _store()
+    order_id: Mapped[str] = _order_id()
+    refund_id: Mapped[str] = mapped_column(
+        ident_type(ID), primary_key=True, comment="Refund id (order_refunds.id)."
+    )
+    line_item_id: Mapped[str] = mapped_column(
+        ident_type(ID), primary_key=True, comment="Line item refunded (order_line_items.id)."
+    )
+    quantity: Mapped[int | None] = mapped_column(Integer, comment="Units refunded.")
+    amount: Mapped[Decimal | None] = mapped_column(comment="Amount refunded for this line.")
+
+
+class OrderFulfillment(Base):
+    __tablename__ = "order_fulfillments"
+    __table_args__ = (
+        Index("ix_order_fulfillments_created_at", "store", "created_at"),
+        {"comment": "Shipments of each order's current version, with their tracking."},
+    )
+
+    store: Mapped[str] = _store()
+    order_id: Mapped[str] = _order_id()
+    id: Mapped[str] = mapped_column(ident_type(ID), primary_key=True, comment="Fulfillment id.")
+    status: Mapped[str | None] = mapped_column(
+        String(32), comment="pending, open, success, cancelled or failure."
+    )
+    tracking_company: Mapped[str | None] = mapped_column(
+        String(NAME), comment="Carrier, e.g. Estafeta."
+    )
+    tracking_number: Mapped[str | None] = mapped_column(
+        String(NAME), comment="The carrier's tracking number."
+    )
+    tracking_url: Mapped[str | None] = mapped_column(Text, comment="Where to track the shipment.")
+    created_at: Mapped[datetime | None] = mapped_column(
+        comment="When the shipment was created (UTC)."
+    )
+    updated_at: Mapped[datetime | None] = mapped_column(
+        comment="When the shipment last changed (UTC)."
+    )
+
+
+class OrderFulfillmentLineItem(Base):
+    __tablename__ = "order_fulfillment_line_items"
+    __table_args__ = {"comment": "Units of each line item in each shipment."}
+
+    store: Mapped[str] = _store()
+    order_id: Mapped[str] = _order_id()
+    fulfillment_id: Mapped[str] = mapped_column(
+        ident_type(ID), primary_key=True, comment="Fulfillment id (order_fulfillments.id)."
+    )
+    line_item_id: Mapped[str] = mapped_column(
+        ident_type(ID), primary_key=True, comment="Line item shipped (order_line_items.id)."
+    )
+    quantity: Mapped[int | None] = mapped_column(Integer, comment="Units shipped.")
+
+
+class OrderDiscountCode(Base):
+    __tablename__ = "order_discount_codes"
+    __table_args__ = (
+        Index("ix_order_discount_codes_code", "store", "code"),
+        {"comment": "Discount codes of each order's current version."},
+    )
+
+    store: Mapped[str] = _store()
+    order_id: Mapped[str] = _order_id()
+    code: Mapped[str] = mapped_column(
+        ident_type(NAME), primary_key=True, comment="The code the buyer entered, e.g. BUENFIN."
+    )
+    type: Mapped[str | None] = mapped_column(
+        String(32), comment="percentage, fixed_amount or shipping."
+    )
+    amount: Mapped[Decimal | None] = mapped_column(
+        comment="What this code took off the order (part of orders.total_discounts)."
     )
 
 

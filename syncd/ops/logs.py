@@ -54,6 +54,10 @@ ALLOWED = frozenset(
         "count",
         "reason",
         "signal",
+        "from_zone",
+        "to_zone",
+        "orders",
+        "refunds",
     }
 )
 EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")

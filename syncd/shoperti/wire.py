@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -501,6 +501,63 @@ class LineItem:
     total: Decimal | None
 
 
+# The records of an order's lists are named tuples: an order may carry dozens
+# of them, and a tuple is built several times faster than a frozen dataclass.
+
+
+class Transaction(NamedTuple):
+    """A money movement as the payment gateway reported it."""
+
+    id: str
+    kind: str | None
+    status: str | None
+    gateway: str | None
+    payment_method: str | None
+    amount: Decimal | None
+    currency: str | None
+    authorization: str | None
+    error_code: str | None
+    created_at: datetime | None
+    processed_at: datetime | None
+
+
+class RefundLineItem(NamedTuple):
+    line_item_id: str
+    quantity: int | None
+    amount: Decimal | None
+
+
+class Refund(NamedTuple):
+    id: str
+    created_at: datetime | None
+    note: str | None
+    amount: Decimal | None
+    restock: bool | None
+    line_items: tuple[RefundLineItem, ...]
+
+
+class FulfillmentLineItem(NamedTuple):
+    line_item_id: str
+    quantity: int | None
+
+
+class Fulfillment(NamedTuple):
+    id: str
+    status: str | None
+    tracking_company: str | None
+    tracking_number: str | None
+    tracking_url: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    line_items: tuple[FulfillmentLineItem, ...]
+
+
+class DiscountCode(NamedTuple):
+    code: str
+    type: str | None
+    amount: Decimal | None
+
+
 @dataclass(frozen=True)
 class Order:
     id: str
@@ -519,6 +576,10 @@ class Order:
     note: str | None
     tags: str | None
     line_items: tuple[LineItem, ...]
+    transactions: tuple[Transaction, ...]
+    refunds: tuple[Refund, ...]
+    fulfillments: tuple[Fulfillment, ...]
+    discount_codes: tuple[DiscountCode, ...]
     shipping_address: Address | None
     billing_address: Address | None
     created_at: datetime | None
@@ -577,6 +638,10 @@ def parse_order(value: Any, field: str = "order") -> Order:
         note=text(obj.get("note"), f"{field}.note"),
         tags=tags(obj.get("tags"), f"{field}.tags"),
         line_items=tuple(items),
+        transactions=parse_transactions(obj.get("transactions"), f"{field}.transactions"),
+        refunds=parse_refunds(obj.get("refunds"), f"{field}.refunds"),
+        fulfillments=parse_fulfillments(obj.get("fulfillments"), f"{field}.fulfillments"),
+        discount_codes=parse_discount_codes(obj.get("discount_codes"), f"{field}.discount_codes"),
         shipping_address=parse_address(obj.get("shipping_address"), f"{field}.shipping_address"),
         billing_address=parse_address(obj.get("billing_address"), f"{field}.billing_address"),
         created_at=timestamp(obj.get("created_at"), f"{field}.created_at"),
@@ -602,3 +667,187 @@ def _content(item: Order | Customer) -> Order | Customer:
 
 def _deleted(obj: Mapping[str, Any]) -> bool:
     return bool(obj.get("deleted")) or obj.get("deleted_at") not in (None, "")
+
+
+# --- the order's money and shipping lists ----------------------------------------
+#
+# Each list may be absent or null (empty). An entry without an id takes its
+# place in the list (from 1) as id, as line items do. A list that names the
+# same id twice (or a refund or fulfillment that names the same line item
+# twice, or an order the same discount code twice) is refused with a reason
+# naming the list: the entries cannot both be right, and keeping either one
+# would count money or units once where the store counted them twice (or the
+# other way round). The event fails alone and stays in the inbox to replay.
+
+
+def _entries(value: Any, field: str) -> list[tuple[str, Mapping[str, Any]]]:
+    entries = []
+    for index, item in enumerate(_list(value, field)):
+        where = f"{field}[{index}]"
+        if not isinstance(item, Mapping):
+            raise WireError(f"{where}: expected an object")
+        entries.append((where, item))
+    return entries
+
+
+def _unique(keys: list[str], field: str, what: str = "id") -> None:
+    if len(set(keys)) != len(keys):
+        raise WireError(f"{field}: the same {what} appears twice")
+
+
+# Readers of one field of an entry: the common spellings (text that is text,
+# a plain amount, an ISO time) are read at once, the rest by the general
+# readers above, which name the field in their errors. The field's name is
+# only built for those: most entries never need it.
+
+
+def _text_at(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None or value.__class__ is str:
+        return value
+    return text(value, f"{where}.{key}")
+
+
+def _money_at(item: Mapping[str, Any], key: str, where: str) -> Decimal | None:
+    value = item.get(key)
+    if value.__class__ is str and _PLAIN_AMOUNT.fullmatch(value):
+        return Decimal(value)
+    return _amount(value, f"{where}.{key}")
+
+
+def _time_at(item: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if value.__class__ is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass  # the general reader says what is wrong
+    return timestamp(value, f"{where}.{key}")
+
+
+def _id_at(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value.__class__ is str:
+        return value.strip() or None
+    return ident(value, f"{where}.{key}")
+
+
+def _entry_id(item: Mapping[str, Any], where: str, index: int) -> str:
+    return _id_at(item, "id", where) or str(index + 1)
+
+
+def parse_transactions(value: Any, field: str) -> tuple[Transaction, ...]:
+    if value is None or value == []:
+        return ()
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        currency = _text_at(item, "currency", where)
+        found.append(
+            Transaction(
+                id=_entry_id(item, where, index),
+                kind=_text_at(item, "kind", where),
+                status=_text_at(item, "status", where),
+                gateway=_text_at(item, "gateway", where),
+                payment_method=_text_at(item, "payment_method", where),
+                amount=_money_at(item, "amount", where),
+                currency=currency.upper() if currency else None,
+                authorization=_text_at(item, "authorization", where),
+                error_code=_text_at(item, "error_code", where),
+                created_at=_time_at(item, "created_at", where),
+                processed_at=_time_at(item, "processed_at", where),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
+
+
+def _line_item_id(item: Mapping[str, Any], where: str) -> str:
+    line_item_id = _id_at(item, "line_item_id", where)
+    if line_item_id is None:
+        raise WireError(f"{where}.line_item_id: missing")
+    return line_item_id
+
+
+def _quantity_at(item: Mapping[str, Any], where: str) -> int | None:
+    value = item.get("quantity")
+    if value.__class__ is int:
+        return value
+    return integer(value, f"{where}.quantity")
+
+
+def parse_refunds(value: Any, field: str) -> tuple[Refund, ...]:
+    if value is None or value == []:
+        return ()
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        lines = [
+            RefundLineItem(
+                line_item_id=_line_item_id(line, at),
+                quantity=_quantity_at(line, at),
+                amount=_money_at(line, "amount", at),
+            )
+            for at, line in _entries(item.get("line_items"), f"{where}.line_items")
+        ]
+        _unique([line.line_item_id for line in lines], f"{where}.line_items", "line_item_id")
+        found.append(
+            Refund(
+                id=_entry_id(item, where, index),
+                created_at=_time_at(item, "created_at", where),
+                note=_text_at(item, "note", where),
+                amount=_money_at(item, "amount", where),
+                restock=flag(item.get("restock"), f"{where}.restock"),
+                line_items=tuple(lines),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
+
+
+def parse_fulfillments(value: Any, field: str) -> tuple[Fulfillment, ...]:
+    if value is None or value == []:
+        return ()
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        lines = [
+            FulfillmentLineItem(
+                line_item_id=_line_item_id(line, at), quantity=_quantity_at(line, at)
+            )
+            for at, line in _entries(item.get("line_items"), f"{where}.line_items")
+        ]
+        _unique([line.line_item_id for line in lines], f"{where}.line_items", "line_item_id")
+        found.append(
+            Fulfillment(
+                id=_entry_id(item, where, index),
+                status=_text_at(item, "status", where),
+                tracking_company=_text_at(item, "tracking_company", where),
+                tracking_number=_text_at(item, "tracking_number", where),
+                tracking_url=_text_at(item, "tracking_url", where),
+                created_at=_time_at(item, "created_at", where),
+                updated_at=_time_at(item, "updated_at", where),
+                line_items=tuple(lines),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
+
+
+def parse_discount_codes(value: Any, field: str) -> tuple[DiscountCode, ...]:
+    if value is None or value == []:
+        return ()
+    found = []
+    for where, item in _entries(value, field):
+        code = _text_at(item, "code", where)
+        if code is None or not code.strip():
+            raise WireError(f"{where}.code: missing")
+        found.append(
+            DiscountCode(
+                code=code.strip(),
+                type=_text_at(item, "type", where),
+                amount=_money_at(item, "amount", where),
+            )
+        )
+    _unique([entry.code for entry in found], field, "code")
+    return tuple(found)

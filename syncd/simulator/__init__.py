@@ -28,6 +28,12 @@ Choices a client of it should know (details in each module's docstring):
   ``total = subtotal - total_discounts + total_tax + total_shipping``. A payload
   writes all its amounts as strings (``"1160.00"``) or all as numbers (``1160.0``
   or ``1160``).
+  ``total_discounts`` is the sum of the order's ``discount_codes``.
+- Payments, refunds, shipments: card sales (some declined first), OXXO vouchers
+  (pending, then paid, or expired when the order is cancelled), SPEI and PayPal
+  in ``transactions``; partial and full ``refunds`` with their lines and a
+  ``refund`` transaction each, never more than was paid; ``fulfillments`` with
+  tracking, about a quarter in two shipments.
 - Time: the clock (default: the wall clock) truncated to whole seconds, so events
   tie. Timestamps carry ``-06:00``; about 2 % of payloads are naive, meaning UTC
   (the same instant, written in UTC without an offset).

@@ -14,6 +14,16 @@ Conventions the payloads follow (see also the package docstring):
   with tax included); ``total = subtotal - total_discounts + total_tax + total_shipping``.
   Each payload renders its money either as strings (``"1160.00"``) or as JSON
   numbers (``1160.0`` or ``1160``); both denote the same amount exactly.
+  ``total_discounts`` is also the sum of the order's ``discount_codes`` amounts
+  (a percentage code and sometimes a fixed-amount code).
+- Payments (``transactions``): card (conekta, openpay, mercadopago; a quarter of
+  them declined once before the sale succeeds), OXXO vouchers (a ``pending``
+  sale from checkout, ``success`` when paid, ``expired`` when the order is
+  cancelled unpaid), SPEI transfers and PayPal. Every succeeded sale is the
+  order's total. Refunds (``refunds``, each with a ``refund`` transaction) are
+  partial (some units of one line, tax included) or full (what is left), and
+  never add up to more than was paid. Fulfillments carry tracking, and about a
+  quarter of shipped orders go out in two shipments (``partial`` in between).
 - Timestamps are whole seconds with the Mexico City offset (``-06:00``); a few
   payloads carry naive timestamps, which denote UTC.
 - Deletions: the ``*.deleted`` event carries the resource as it was, with
@@ -255,6 +265,27 @@ NOTES = (
 TAGS = ("mayoreo", "vip", "envío-express", "regalo", "primera-compra", "🎁", "cliente frecuente")
 CUSTOMER_TAGS = ("vip", "newsletter", "mayorista", "CDMX", "recompra", "b2b")
 GATEWAYS = ("conekta", "mercadopago", "paypal", "oxxo", "openpay")
+# gateway -> the payment methods it takes (picked evenly)
+PAYMENT_METHODS = {
+    "conekta": ("card", "card", "oxxo", "spei"),
+    "mercadopago": ("card", "card", "oxxo"),
+    "paypal": ("paypal",),
+    "oxxo": ("oxxo",),
+    "openpay": ("card", "spei"),
+}
+DECLINES = ("card_declined", "insufficient_funds", "expired_card", "suspected_fraud")
+CARRIERS = (
+    ("Estafeta", "https://rastreo.example.com/estafeta/"),
+    ("DHL", "https://rastreo.example.com/dhl/"),
+    ("FedEx", "https://rastreo.example.com/fedex/"),
+    ("99minutos", "https://rastreo.example.com/99minutos/"),
+)
+PERCENT_CODES = {
+    Decimal("0.05"): "BIENVENIDA5",
+    Decimal("0.10"): "BUENFIN10",
+    Decimal("0.15"): "HOTSALE15",
+}
+FIXED_CODES = (("REGALO50", Decimal("50.00")), ("VUELVE100", Decimal("100.00")))
 SHIPPING_RATES = (Decimal("99.00"), Decimal("149.00"), Decimal("119.90"), Decimal("0.00"))
 DISCOUNT_RATES = (Decimal("0.05"), Decimal("0.10"), Decimal("0.15"))
 
@@ -339,6 +370,41 @@ class LineItem:
         return self.price * self.quantity - self.total_discount
 
 
+@dataclass(slots=True)
+class Transaction:
+    id: str
+    kind: str
+    status: str
+    gateway: str
+    payment_method: str
+    amount: Decimal
+    authorization: str | None
+    error_code: str | None
+    created_at: int
+    processed_at: int | None
+
+
+@dataclass(slots=True)
+class Refund:
+    id: str
+    created_at: int
+    amount: Decimal
+    restock: bool
+    note: str | None
+    line_items: list[tuple[str, int, Decimal]]  # line item id, quantity, amount
+
+
+@dataclass(slots=True)
+class Fulfillment:
+    id: str
+    tracking_company: str | None
+    tracking_number: str | None
+    tracking_url: str | None
+    created_at: int
+    line_items: list[tuple[str, int]]  # line item id, quantity
+    status: str = "success"
+
+
 @dataclass(slots=True, eq=False)
 class Order:
     id: str
@@ -369,15 +435,57 @@ class Order:
     total_discounts: Decimal = ZERO
     total_tax: Decimal = ZERO
     total: Decimal = ZERO
+    payment_method: str = "card"
+    fixed_code: tuple[str, Decimal] | None = None
+    discount_codes: list[tuple[str, str, Decimal]] = field(default_factory=list)
+    transactions: list[Transaction] = field(default_factory=list)
+    refunds: list[Refund] = field(default_factory=list)
+    fulfillments: list[Fulfillment] = field(default_factory=list)
 
     def recompute(self) -> None:
         subtotal = sum((item.total for item in self.line_items), ZERO)
-        discounts = (subtotal * self.discount_rate).quantize(CENT, ROUND_HALF_UP)
+        percent = (subtotal * self.discount_rate).quantize(CENT, ROUND_HALF_UP)
+        codes = []
+        if percent > ZERO:
+            codes.append((PERCENT_CODES[self.discount_rate], "percentage", percent))
+        if self.fixed_code is not None:
+            fixed = min(self.fixed_code[1], subtotal - percent)
+            if fixed > ZERO:
+                codes.append((self.fixed_code[0], "fixed_amount", fixed))
+        discounts = sum((amount for _, _, amount in codes), ZERO)
         tax = ((subtotal - discounts) * TAX_RATE).quantize(CENT, ROUND_HALF_UP)
         self.subtotal = subtotal
+        self.discount_codes = codes
         self.total_discounts = discounts
         self.total_tax = tax
         self.total = subtotal - discounts + tax + self.total_shipping
+
+    @property
+    def paid(self) -> Decimal:
+        return sum(
+            (t.amount for t in self.transactions if t.kind == "sale" and t.status == "success"),
+            ZERO,
+        )
+
+    @property
+    def refunded(self) -> Decimal:
+        return sum((refund.amount for refund in self.refunds), ZERO)
+
+    def refunded_units(self, line_item_id: str) -> int:
+        return sum(
+            quantity
+            for refund in self.refunds
+            for item_id, quantity, _ in refund.line_items
+            if item_id == line_item_id
+        )
+
+    def shipped_units(self, line_item_id: str) -> int:
+        return sum(
+            quantity
+            for shipment in self.fulfillments
+            for item_id, quantity in shipment.line_items
+            if item_id == line_item_id
+        )
 
 
 @dataclass(slots=True)
@@ -752,12 +860,41 @@ class World:
             updated_at=ts,
         )
         self._next_number += 1
+        order.payment_method = rng.pick(PAYMENT_METHODS[order.gateway])
+        if rng.random() < 0.08:
+            order.fixed_code = rng.pick(FIXED_CODES)
         order.recompute()
         if order.subtotal >= FREE_SHIPPING_FROM:
             order.total_shipping = ZERO
             order.recompute()
+        if order.payment_method == "oxxo":  # the voucher is issued at checkout
+            order.transactions.append(self._transaction(order, "sale", "pending", ts))
         self._put_order(order, "order.created", ts)
         return order
+
+    def _transaction(
+        self,
+        order: Order,
+        kind: str,
+        status: str,
+        ts: int,
+        amount: Decimal | None = None,
+        error_code: str | None = None,
+    ) -> Transaction:
+        settled = status in ("success", "failure")
+        reference = f"{self._rng.randrange(10**10):010d}" if status != "failure" else None
+        return Transaction(
+            id=self._new_id(),
+            kind=kind,
+            status=status,
+            gateway=order.gateway,
+            payment_method=order.payment_method,
+            amount=order.total if amount is None else amount,
+            authorization=reference,
+            error_code=error_code,
+            created_at=ts,
+            processed_at=ts if settled else None,
+        )
 
     def _advance(self, order: Order, ts: int) -> float | None:
         """One step in an order's life. Returns the mean delay (seconds) until the
@@ -774,6 +911,7 @@ class World:
             if roll < 0.93:
                 order.status, order.financial_status, order.stage = "cancelled", "voided", "done"
                 order.cancelled_at = order.closed_at = max(ts, order.updated_at)
+                self._expire_or_decline(order, ts)
                 self._touch_order(order, "order.cancelled", ts)
                 return None
             if roll < 0.95:
@@ -781,10 +919,8 @@ class World:
             return None  # abandoned: the order stays pending for good
         if order.stage == "paid":
             if roll < 0.75:
-                order.fulfillment_status = order.stage = "fulfilled"
-                order.status = "closed"
-                order.closed_at = max(ts, order.updated_at)
-                self._touch_order(order, "order.fulfilled", ts)
+                if self._ship(order, ts):
+                    return 86400.0 * 2  # the second shipment follows
                 return 86400.0 * 7
             if roll < 0.85 and order.edits < 3:
                 self._edit_order(order, ts, items=False)
@@ -792,10 +928,15 @@ class World:
             if roll < 0.90:
                 self._refund(order, ts, cancel=True)
             return None
+        if order.stage == "partial":
+            self._ship(order, ts)
+            return 86400.0 * 7
         if order.stage == "fulfilled":
-            if roll < 0.05:
+            if roll < 0.03:
                 self._refund(order, ts, cancel=False)
                 return None
+            if roll < 0.06 and self._partial_refund(order, ts):
+                return 86400.0 * 7
             if roll < 0.12 and order.edits < 3:
                 self._edit_order(order, ts, items=False)
                 return 86400.0 * 7
@@ -813,8 +954,96 @@ class World:
                 total_spent=current.total_spent + order.total,
             )
             order.counted = True
+        self._settle_payment(order, ts)
         order.financial_status, order.stage = "paid", "paid"
         self._touch_order(order, "order.paid", ts)
+
+    def _settle_payment(self, order: Order, ts: int) -> None:
+        """The order's transactions once it is paid: the OXXO voucher paid, or a
+        card sale (a quarter declined once first), a SPEI transfer or PayPal."""
+        rng = self._rng
+        vouchers = [t for t in order.transactions if t.status == "pending"]
+        if vouchers:
+            voucher = vouchers[0]
+            voucher.status, voucher.processed_at, voucher.amount = "success", ts, order.total
+            return
+        if order.payment_method == "card" and rng.random() < 0.25:
+            order.transactions.append(
+                self._transaction(order, "sale", "failure", ts, error_code=rng.pick(DECLINES))
+            )
+        order.transactions.append(self._transaction(order, "sale", "success", ts))
+
+    def _expire_or_decline(self, order: Order, ts: int) -> None:
+        """An unpaid order cancelled: its OXXO voucher expires; a card order may
+        show the declined attempt that made the buyer give up."""
+        for voucher in order.transactions:
+            if voucher.status == "pending":
+                voucher.status = "expired"
+        if order.payment_method == "card" and self._rng.random() < 0.3:
+            order.transactions.append(
+                self._transaction(order, "sale", "failure", ts, error_code=self._rng.pick(DECLINES))
+            )
+
+    def _ship(self, order: Order, ts: int) -> bool:
+        """Ship what is left of the order; a quarter of the orders with more than
+        one unit go out in two shipments. Returns True if a second one is due."""
+        rng = self._rng
+        left = [
+            (item.id, item.quantity - order.shipped_units(item.id)) for item in order.line_items
+        ]
+        left = [(item_id, units) for item_id, units in left if units > 0]
+        split = (
+            not order.fulfillments and sum(units for _, units in left) > 1 and rng.random() < 0.25
+        )
+        lines = left
+        if split:  # half the lines, or half the units of the only line
+            lines = left[: len(left) // 2] if len(left) > 1 else [(left[0][0], left[0][1] // 2)]
+        if order.shipping_address is None:  # picked up in store: nothing to track
+            company = number = url = None
+        else:
+            company, base = rng.pick(CARRIERS)
+            number = f"{rng.randrange(10**12):012d}"
+            url = base + number
+        order.fulfillments.append(
+            Fulfillment(self._new_id(), company, number, url, max(ts, order.updated_at), lines)
+        )
+        if split:
+            order.fulfillment_status = order.stage = "partial"
+            self._touch_order(order, "order.updated", ts)
+            return True
+        order.fulfillment_status = order.stage = "fulfilled"
+        order.status = "closed"
+        order.closed_at = max(ts, order.updated_at)
+        self._touch_order(order, "order.fulfilled", ts)
+        return False
+
+    def _partial_refund(self, order: Order, ts: int) -> bool:
+        """Some units of one line back, with their share of the tax; never past
+        what was paid less what was refunded already."""
+        rng = self._rng
+        candidates = [
+            item for item in order.line_items if item.quantity > order.refunded_units(item.id)
+        ]
+        room = order.paid - order.refunded
+        if not candidates or room <= ZERO:
+            return False
+        item = rng.pick(candidates)
+        units = rng.randint(1, item.quantity - order.refunded_units(item.id))
+        share = (item.total * units / item.quantity).quantize(CENT, ROUND_HALF_UP)
+        amount = min((share * (1 + TAX_RATE)).quantize(CENT, ROUND_HALF_UP), room)
+        if amount <= ZERO:
+            return False
+        when = max(ts, order.updated_at)
+        order.refunds.append(
+            Refund(self._new_id(), when, amount, True, None, [(item.id, units, share)])
+        )
+        order.transactions.append(self._transaction(order, "refund", "success", when, amount))
+        # Units of the only line, shipping free: that may be all that was paid.
+        order.financial_status = (
+            "refunded" if order.refunded == order.paid else "partially_refunded"
+        )
+        self._touch_order(order, "order.refunded", ts)
+        return True
 
     def _refund(self, order: Order, ts: int, *, cancel: bool) -> None:
         if order.counted and order.customer_id in self._active_index:
@@ -824,6 +1053,18 @@ class World:
                 order.customer_id, ts, total_spent=current.total_spent - order.total
             )
             order.counted = False
+        amount = order.paid - order.refunded
+        if amount > ZERO:
+            when = max(ts, order.updated_at)
+            lines = []
+            for item in order.line_items:
+                units = item.quantity - order.refunded_units(item.id)
+                if units > 0:
+                    share = (item.total * units / item.quantity).quantize(CENT, ROUND_HALF_UP)
+                    lines.append((item.id, units, share))
+            note = "Cancelado por el cliente" if cancel else None
+            order.refunds.append(Refund(self._new_id(), when, amount, cancel, note, lines))
+            order.transactions.append(self._transaction(order, "refund", "success", when, amount))
         order.financial_status, order.stage = "refunded", "done"
         if cancel:
             order.status = "cancelled"
@@ -866,6 +1107,9 @@ class World:
                 item.quantity = item.quantity % 4 + 1
                 item.total_discount = min(item.total_discount, item.price * item.quantity)
             order.recompute()
+            for voucher in order.transactions:  # a new voucher amount for the new total
+                if voucher.status == "pending":
+                    voucher.amount = order.total
         self._touch_order(order, "order.updated", ts)
 
     def _delete_order(self, order: Order, ts: int) -> None:
@@ -1003,6 +1247,56 @@ class World:
             "updated_at": when(order.updated_at),
             "cancelled_at": _opt_time(when, order.cancelled_at),
             "closed_at": _opt_time(when, order.closed_at),
+            "discount_codes": [
+                {"code": code, "type": kind, "amount": money(amount)}
+                for code, kind, amount in order.discount_codes
+            ],
+            "transactions": [
+                {
+                    "id": t.id,
+                    "kind": t.kind,
+                    "status": t.status,
+                    "gateway": t.gateway,
+                    "payment_method": t.payment_method,
+                    "amount": money(t.amount),
+                    "currency": "MXN",
+                    "authorization": t.authorization,
+                    "error_code": t.error_code,
+                    "created_at": when(t.created_at),
+                    "processed_at": _opt_time(when, t.processed_at),
+                }
+                for t in order.transactions
+            ],
+            "refunds": [
+                {
+                    "id": refund.id,
+                    "created_at": when(refund.created_at),
+                    "note": refund.note,
+                    "amount": money(refund.amount),
+                    "restock": refund.restock,
+                    "line_items": [
+                        {"line_item_id": item_id, "quantity": units, "amount": money(amount)}
+                        for item_id, units, amount in refund.line_items
+                    ],
+                }
+                for refund in order.refunds
+            ],
+            "fulfillments": [
+                {
+                    "id": shipment.id,
+                    "status": shipment.status,
+                    "tracking_company": shipment.tracking_company,
+                    "tracking_number": shipment.tracking_number,
+                    "tracking_url": shipment.tracking_url,
+                    "created_at": when(shipment.created_at),
+                    "updated_at": when(shipment.created_at),
+                    "line_items": [
+                        {"line_item_id": item_id, "quantity": units}
+                        for item_id, units in shipment.line_items
+                    ],
+                }
+                for shipment in order.fulfillments
+            ],
         }
         if order.deleted:
             data["deleted"] = True
