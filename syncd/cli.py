@@ -88,15 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(args_list[1:])
     args = _parser().parse_args(args_list)
+    from sqlalchemy.exc import SQLAlchemyError
+
     from syncd.ops import logs
 
     logs.setup("WARNING" if args.command == "demo" else "INFO")
+    database_url: str | None = None
     try:
         if args.command == "demo":
             from syncd.demo import run_demo
 
             return run_demo(directory=args.dir, orders=args.orders, seed=args.seed)
         settings = load_settings()
+        database_url = settings.database_url
         logs.hide(settings.secrets())
         logging.getLogger().setLevel(settings.log_level)
         handler = HANDLERS[(args.command, getattr(args, "db_command", None))]
@@ -104,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return 2 if exc.__class__.__name__ == "ConfigError" else 1
+    except SQLAlchemyError as exc:
+        # Every command's database trouble becomes one line (syncd.db.failures).
+        from syncd.db.failures import explain
+
+        print(f"syncd: {explain(exc, database_url or '')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("syncd: interrupted", file=sys.stderr)
         return 130
@@ -134,8 +144,15 @@ def _db_dictionary(_: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    from syncd.db.engine import check_schema_at_head, make_engine
     from syncd.serve import serve
 
+    # The database first: its one-line error must not follow unrelated warnings.
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema_at_head(engine)
+    finally:
+        engine.dispose()
     for store in settings.stores.values():
         if not store.has_api:
             log.warning(
