@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     reconcile = commands.add_parser("reconcile", help="one reconcile pass now")
     reconcile.add_argument("--store", help="store name (default: all stores with an API)")
     backfill = commands.add_parser("backfill", help="import history from the API")
-    backfill.add_argument("--store", help="store name (default: SYNCD_STORE)")
+    backfill.add_argument("--store", help="store name (default: all stores with an API)")
     backfill.add_argument("--since", type=_date, help="only changes since DATE (ISO 8601)")
     replay = commands.add_parser("replay", help="rebuild the normalized tables from events")
     replay.add_argument("--store", help="store name (default: all stores)")
@@ -216,8 +216,10 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.backfill import run_backfill
 
-    store = _stores(settings, args.store or settings.default_store, need_api=True)[0]
-    return run_backfill(settings, store, since=args.since)
+    status = 0
+    for store in _stores(settings, args.store, need_api=True):
+        status = max(status, run_backfill(settings, store, since=args.since))
+    return status
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
