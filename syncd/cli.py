@@ -153,6 +153,7 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
         check_schema_at_head(engine)
     finally:
         engine.dispose()
+    _check_port_free(settings.host, settings.port)
     for store in settings.stores.values():
         if not store.has_api:
             log.warning(
@@ -163,6 +164,15 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
                     "nothing is reconciled",
                 },
             )
+        if store.webhook_secret is None:
+            log.warning(
+                "serve.no_webhook_secret",
+                extra={
+                    "store": store.name,
+                    "reason": "no SYNCD_WEBHOOK_SECRET (TOML: webhook_secret): webhooks are "
+                    "accepted without a token from anyone who can reach the URL",
+                },
+            )
     try:
         import uvloop
     except ImportError:  # not on every platform; asyncio's own loop works too
@@ -170,6 +180,31 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
     else:
         uvloop.run(serve(settings))
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line instead of uvicorn's log record when the port is taken (a
+    check before uvicorn binds with the same options; it cannot rule out a
+    race, in which case uvicorn's own error stands)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SyncdError(f"SYNCD_HOST: cannot resolve {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise SyncdError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another process uses "
+                "the port, or the address is not this machine's; stop it or set "
+                "SYNCD_HOST / SYNCD_PORT"
+            ) from None
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
