@@ -120,10 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
-    from syncd.db.engine import upgrade
+    from syncd.db.engine import head_revision, upgrade
 
-    upgrade(settings.database_url)
-    print("database schema is at head")
+    applied = upgrade(settings.database_url)
+    head = head_revision()
+    if not applied:
+        print(f"nothing to do: the database schema is already at head ({head})")
+        return 0
+    print(f"applied {len(applied)} migration(s):")
+    for revision, message in applied:
+        print(f"  {revision}  {message}")
+    print(f"the database schema is at head ({head})")
     return 0
 
 

@@ -63,7 +63,24 @@ def check_schema_at_head(engine: Engine) -> None:
         raise SchemaNotAtHead(current, head)
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head") -> list[tuple[str, str]]:
+    """Migrate to ``revision``; returns the migrations applied, oldest first,
+    as (revision, message) pairs (empty when there was nothing to do)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        command.upgrade(alembic_config(url), revision)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if after == before or after is None:
+        return []
+    script = ScriptDirectory(str(migrations_dir()))
+    applied = [
+        (step.revision, (step.doc or "").strip())
+        for step in script.iterate_revisions(after, before)
+        if step.revision != before
+    ]
+    return list(reversed(applied))
