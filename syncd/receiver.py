@@ -106,6 +106,14 @@ async def read_limited(request: Request, limit: int, within: float) -> bytes:
     raise BodyTooLarge
 
 
+def _reason_of(response: Response) -> str:
+    """The reason an error answer gives its sender (never payload data)."""
+    try:
+        return str(orjson.loads(bytes(response.body)).get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+
+
 class WebhookEndpoint:
     def __init__(
         self,
@@ -132,10 +140,13 @@ class WebhookEndpoint:
         counter.inc()
         # A store at full tilt sends thousands a minute: successes are DEBUG,
         # refusals WARNING (they mean a misconfigured sender or an outage).
+        facts: dict[str, Any] = {"store": label, "status": response.status_code}
+        if response.status_code >= 400:
+            facts["reason"] = _reason_of(response)
         log.log(
             logging.DEBUG if response.status_code < 300 else logging.WARNING,
             "webhook.answered",
-            extra={"store": label, "status": response.status_code},
+            extra=facts,
         )
         return response
 

@@ -5,6 +5,7 @@ port is taken."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_cli import syncd
 
 
@@ -68,3 +70,19 @@ def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> No
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"syncd: cannot listen on 127.0.0.1:{port} (Address already in use)")
     assert "SYNCD_PORT" in lines[0]
+
+
+def test_refused_webhooks_are_logged_with_their_reason(
+    sqlite_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from test_receiver import daemon
+
+    caplog.set_level(logging.WARNING, logger="syncd.receiver")
+    with daemon(sqlite_db.url, sqlite_db.engine, run_worker=False) as client:
+        assert client.post("/webhooks/shoperti", content=b"[1, 2]").status_code == 400
+        assert client.post("/webhooks/shoperti", content=b"not json").status_code == 400
+    answered = [r for r in caplog.records if r.getMessage() == "webhook.answered"]
+    assert [(r.status, r.reason) for r in answered] == [  # type: ignore[attr-defined]
+        (400, "body is not a JSON object"),
+        (400, "body is not JSON"),
+    ]
