@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from syncd.config import Settings, StoreConfig, load_settings
 from syncd.errors import SyncdError
@@ -19,15 +20,57 @@ from syncd.errors import SyncdError
 log = logging.getLogger("syncd.cli")
 
 
+SETTINGS_HELP = """\
+settings:
+  syncd reads its settings from SYNCD_* environment variables, e.g.
+  SYNCD_DATABASE_URL (default sqlite:///syncd.db), SYNCD_API_URL and
+  SYNCD_API_KEY (API access), SYNCD_WEBHOOK_SECRET (the webhook token),
+  SYNCD_CONFIG (a TOML file with several [[stores]]), SYNCD_HOST/SYNCD_PORT;
+  README.md lists them all. Exit status 0 on success; otherwise one line on
+  stderr and a non-zero status (2 for invalid settings)."""
+
+
+def _command(
+    commands: Any, name: str, summary: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=_wrap(description or summary[0].upper() + summary[1:] + "."),
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _wrap(text: str) -> str:
+    """Fill plain paragraphs (the help keeps line breaks for the epilog's sake)."""
+    import textwrap
+
+    return "\n\n".join(
+        part if "\n" in part else textwrap.fill(part, 78) for part in text.split("\n\n")
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="syncd", description="Keep a SQL database in step with a Shoperti store."
+        prog="syncd",
+        description="Keep a SQL database in step with a Shoperti store.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     db = commands.add_parser("db", help="schema: upgrade, data dictionary")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_commands.add_parser("upgrade", help="migrate the database to the newest schema")
+    _command(
+        db_commands,
+        "upgrade",
+        "migrate the database to the newest schema",
+        "Create the schema in SYNCD_DATABASE_URL, or migrate it to the newest one; "
+        "prints the migrations applied. The database itself (and its user) must exist.",
+    )
     dictionary = db_commands.add_parser("dictionary", help="print the data dictionary")
     dictionary.add_argument(
         "--check",
@@ -36,23 +79,68 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 1 if FILE differs from the generated dictionary",
     )
 
-    commands.add_parser("serve", help="run the daemon until SIGTERM")
-    reconcile = commands.add_parser("reconcile", help="one reconcile pass now")
+    _command(
+        commands,
+        "serve",
+        "run the daemon until SIGTERM",
+        "Receive webhooks on http://SYNCD_HOST:SYNCD_PORT/webhooks/shoperti[/STORE], "
+        "apply them, and reconcile every SYNCD_RECONCILE_INTERVAL seconds, until "
+        "SIGTERM. Refuses to start if the schema is not at head (run `syncd db upgrade`).",
+    )
+    reconcile = _command(
+        commands,
+        "reconcile",
+        "one reconcile pass now",
+        "Ask the API for the events webhooks missed (the first run lists orders and "
+        "customers instead), store and apply them, print what was found.",
+    )
     reconcile.add_argument("--store", help="store name (default: all stores with an API)")
-    backfill = commands.add_parser("backfill", help="import history from the API")
+    backfill = _command(
+        commands,
+        "backfill",
+        "import history from the API",
+        "Import orders and customers from the API (all of them, or changed since "
+        "--since); resumable: run it again after an interruption.",
+    )
     backfill.add_argument("--store", help="store name (default: all stores with an API)")
     backfill.add_argument("--since", type=_date, help="only changes since DATE (ISO 8601)")
-    replay = commands.add_parser("replay", help="rebuild the normalized tables from events")
+    replay = _command(commands, "replay", "rebuild the normalized tables from events")
     replay.add_argument("--store", help="store name (default: all stores)")
-    status = commands.add_parser("status", help="per store: backlog, lag, reconcile state")
+    status = _command(
+        commands,
+        "status",
+        "per store: backlog, lag, reconcile state",
+        "Per store: last event received and applied, pending/failed/rejected counts, "
+        "reconcile cursor and last run, apply lag.\n\nexit status:\n"
+        "  0  all is well\n"
+        "  1  something needs an operator (failed events, reconcile failing for more\n"
+        "     than two intervals), or the database cannot be read\n"
+        "  2  invalid settings",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     commands.add_parser("simulator", help="a simulated Shoperti store (see --help)", add_help=False)
     commands.add_parser("bench", help="performance benchmarks (see --help)", add_help=False)
-    demo = commands.add_parser("demo", help="end to end on SQLite with a simulated store")
+    demo = _command(
+        commands,
+        "demo",
+        "end to end on SQLite with a simulated store",
+        "Start a simulated store and the daemon on a SQLite file, sell orders with "
+        "some webhooks lost, reconcile, and check that every order arrived. Needs no "
+        "settings.",
+    )
     demo.add_argument("--dir", type=Path, help="keep the demo database in DIR")
     demo.add_argument("--orders", type=int, default=300, help="orders to sell (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("syncd")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
 
 
 def _date(value: str) -> datetime:
