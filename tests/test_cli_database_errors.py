@@ -175,3 +175,48 @@ def test_the_password_is_masked_even_when_the_driver_repeats_it() -> None:
     assert "password authentication failed for ***" in text
     assert "check the user name and password in SYNCD_DATABASE_URL" in text
     assert os.linesep not in text
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_a_user_without_rights_is_told_so_by_db_upgrade(kind: str, tmp_path: Path) -> None:
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from syncd.db import dialect
+
+    if not IN_CI and not _reachable(kind):
+        pytest.skip(f"!!! SKIPPED: {kind} test server unavailable")
+    name = f"syncd_nopriv_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin_url = PG_ADMIN_URL if kind == "postgresql" else MARIADB_ADMIN_URL
+    admin = create_engine(dialect.database_url(admin_url), isolation_level="AUTOCOMMIT")
+    # PostgreSQL 15: nobody but the owner creates tables in public; MariaDB: SELECT only.
+    if kind == "postgresql":
+        setup = [f'CREATE ROLE "{name}" LOGIN', f'CREATE DATABASE "{name}"']
+        teardown = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'DROP ROLE "{name}"']
+    else:
+        setup = [
+            f"CREATE DATABASE `{name}`",
+            f"CREATE USER '{name}'@'%'",
+            f"GRANT SELECT ON `{name}`.* TO '{name}'@'%'",
+        ]
+        teardown = [f"DROP DATABASE IF EXISTS `{name}`", f"DROP USER '{name}'@'%'"]
+    with admin.connect() as conn:
+        for statement in setup:
+            conn.execute(text(statement))
+    try:
+        host, port = (PG_HOST, PG_PORT) if kind == "postgresql" else (MARIA_HOST, MARIA_PORT)
+        raw = f"{kind}://{name}@{host}:{port}/{name}"
+        result = syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": raw}, cwd=tmp_path)
+        assert result.returncode == 1
+        line = _one_line(result.stderr)
+        assert line.startswith("syncd: cannot use the database"), line
+        assert "the user may not do this" in line, line
+        assert ("permission denied" in line) or ("command denied" in line), line
+        assert "run it as the database's owner" in line, line
+        assert "LINE " not in line  # the statement psycopg quotes is not the cause
+    finally:
+        with admin.connect() as conn:
+            for statement in teardown:
+                conn.execute(text(statement))
+        admin.dispose()

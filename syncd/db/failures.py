@@ -40,6 +40,12 @@ _CAUSES: tuple[tuple[re.Pattern[str], str, str], ...] = (
         "and may use the database",
     ),
     (
+        re.compile(r"permission denied|command denied|insufficient privilege|must be owner", re.I),
+        "the user may not do this",
+        "run it as the database's owner (README.md, 'Create the database', makes one) or "
+        "grant this user the rights",
+    ),
+    (
         re.compile(
             r"connection refused|can't connect|could not connect|resolve host"
             r"|name or service not known|timeout expired|timed out|no route to host"
@@ -133,7 +139,9 @@ def _cause(exc: BaseException, url: URL | None) -> str:
         r'connection failed: |connection to server at "[^"]*", port \d+ failed: ', "", text
     )
     text = re.sub(r"\b(FATAL|ERROR):\s+", "", text)
-    text = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    # psycopg quotes the statement ("LINE 2: CREATE …" and a caret): not the cause.
+    lines = [part.strip() for part in text.splitlines()]
+    text = "; ".join(part for part in lines if part and not part.startswith(("LINE ", "^")))
     if url is not None and url.password:
         text = text.replace(str(url.password), "***")
     text = scrub(text)
