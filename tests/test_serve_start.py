@@ -11,11 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 from test_cli import syncd
 
 
@@ -33,30 +33,38 @@ def test_serve_warns_once_per_store_without_a_webhook_secret(
         encoding="utf-8",
     )
     env = _env(sqlite_db, SYNCD_CONFIG=str(toml), SYNCD_PORT="0")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "serve"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    records: list[dict[str, Any]] = []
+    log_path = tmp_path / "serve.log"
+
+    def records() -> list[dict[str, Any]]:
+        text = log_path.read_text(encoding="utf-8")
+        complete = text[: text.rfind("\n") + 1]  # not a line still being written
+        return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
+
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "serve"],
+            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
+        )  # fmt: skip
     try:
-        assert process.stderr is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stderr.readline()
-            if not line:
-                break
-            records.append(json.loads(line))
-            if records[-1]["event"] == "serve.ready":
-                break
-        assert records and records[-1]["event"] == "serve.ready", records
-    finally:
+        wait_for(
+            lambda: (
+                process.poll() is not None or any(r["event"] == "serve.ready" for r in records())
+            ),
+            timeout=90,
+            message="serve.ready",
+        )
+        assert process.poll() is None, log_path.read_text()
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    assert process.returncode == 0
-    warnings = [r for r in records if r["event"] == "serve.no_webhook_secret"]
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    logged = records()
+    warnings = [r for r in logged if r["event"] == "serve.no_webhook_secret"]
     assert [(r["level"], r["store"]) for r in warnings] == [("warning", "open")]
     assert "without a token" in warnings[0]["reason"]
-    assert "whsec_guarded_123" not in json.dumps(records)
+    assert "whsec_guarded_123" not in log_path.read_text()
 
 
 def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> None:
