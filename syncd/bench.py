@@ -433,15 +433,33 @@ def _rss_now_mb() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="syncd bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
-    parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=300.0)
+    from syncd.simulator.cli import DefaultsHelpFormatter
+
+    parser = argparse.ArgumentParser(
+        prog="syncd bench",
+        description="The numbers behind the performance claims: durable acks from "
+        "`syncd serve` under load, the same load on a bare endpoint, ack latency at a "
+        "fixed rate, and a backfill of simulated orders. Prints figures; not a test. "
+        "See README.md, Performance.",
+        formatter_class=DefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="database to measure, as SYNCD_DATABASE_URL (default: SQLite in a temporary "
+        "directory)",
+    )
+    parser.add_argument("--events", type=int, default=10_000, help="events to POST for the acks")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="requests in flight during the acks"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=300.0, help="events/s of the fixed-rate latency run"
+    )
     parser.add_argument("--orders", type=int, default=20_000, help="orders to backfill")
-    parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--skip-acks", action="store_true")
-    parser.add_argument("--skip-backfill", action="store_true")
+    parser.add_argument("--seed", type=int, default=3, help="random seed of the simulated store")
+    parser.add_argument("--skip-acks", action="store_true", help="skip the ack and latency runs")
+    parser.add_argument("--skip-backfill", action="store_true", help="skip the backfill run")
     parser.add_argument("--backfill-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 

@@ -21,15 +21,57 @@ log = logging.getLogger("syncd.cli")
 EVENT_STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
 
 
+SETTINGS_HELP = """\
+settings:
+  syncd reads its settings from SYNCD_* environment variables, e.g.
+  SYNCD_DATABASE_URL (default sqlite:///syncd.db), SYNCD_API_URL and
+  SYNCD_API_KEY (API access), SYNCD_WEBHOOK_SECRET (the webhook token),
+  SYNCD_CONFIG (a TOML file with several [[stores]]), SYNCD_HOST/SYNCD_PORT;
+  README.md lists them all. Exit status 0 on success; otherwise one line on
+  stderr and a non-zero status (2 for invalid settings)."""
+
+
+def _command(
+    commands: Any, name: str, summary: str, description: str | None = None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=_wrap(description or summary[0].upper() + summary[1:] + "."),
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def _wrap(text: str) -> str:
+    """Fill plain paragraphs (the help keeps line breaks for the epilog's sake)."""
+    import textwrap
+
+    return "\n\n".join(
+        part if "\n" in part else textwrap.fill(part, 78) for part in text.split("\n\n")
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="syncd", description="Keep a SQL database in step with a Shoperti store."
+        prog="syncd",
+        description="Keep a SQL database in step with a Shoperti store.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     db = commands.add_parser("db", help="schema: upgrade, data dictionary")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    db_commands.add_parser("upgrade", help="migrate the database to the newest schema")
+    _command(
+        db_commands,
+        "upgrade",
+        "migrate the database to the newest schema",
+        "Create the schema in SYNCD_DATABASE_URL, or migrate it to the newest one; "
+        "prints the migrations applied. The database itself (and its user) must exist.",
+    )
     dictionary = db_commands.add_parser("dictionary", help="print the data dictionary")
     dictionary.add_argument(
         "--check",
@@ -38,13 +80,32 @@ def _parser() -> argparse.ArgumentParser:
         help="exit 1 if FILE differs from the generated dictionary",
     )
 
-    commands.add_parser("serve", help="run the daemon until SIGTERM")
-    reconcile = commands.add_parser("reconcile", help="one reconcile pass now")
+    _command(
+        commands,
+        "serve",
+        "run the daemon until SIGTERM",
+        "Receive webhooks on http://SYNCD_HOST:SYNCD_PORT/webhooks/shoperti[/STORE], "
+        "apply them, and reconcile every SYNCD_RECONCILE_INTERVAL seconds, until "
+        "SIGTERM. Refuses to start if the schema is not at head (run `syncd db upgrade`).",
+    )
+    reconcile = _command(
+        commands,
+        "reconcile",
+        "one reconcile pass now",
+        "Ask the API for the events webhooks missed (the first run lists orders and "
+        "customers instead), store and apply them, print what was found.",
+    )
     reconcile.add_argument("--store", help="store name (default: all stores with an API)")
-    backfill = commands.add_parser("backfill", help="import history from the API")
-    backfill.add_argument("--store", help="store name (default: SYNCD_STORE)")
+    backfill = _command(
+        commands,
+        "backfill",
+        "import history from the API",
+        "Import orders and customers from the API (all of them, or changed since "
+        "--since); resumable: run it again after an interruption.",
+    )
+    backfill.add_argument("--store", help="store name (default: all stores with an API)")
     backfill.add_argument("--since", type=_date, help="only changes since DATE (ISO 8601)")
-    replay = commands.add_parser("replay", help="rebuild the normalized tables from events")
+    replay = _command(commands, "replay", "rebuild the normalized tables from events")
     replay.add_argument("--store", help="store name (default: all stores)")
     audit = commands.add_parser(
         "audit",
@@ -61,12 +122,29 @@ def _parser() -> argparse.ArgumentParser:
         help="apply the API's copies of what differs (through the inbox), then audit again",
     )
     audit.add_argument("--json", action="store_true", help="print JSON")
-    status = commands.add_parser("status", help="per store: backlog, lag, reconcile state")
+    status = _command(
+        commands,
+        "status",
+        "per store: backlog, lag, reconcile state",
+        "Per store: last event received and applied, pending/failed/rejected counts, "
+        "reconcile cursor and last run, apply lag.\n\nexit status:\n"
+        "  0  all is well\n"
+        "  1  something needs an operator (failed events, reconcile failing for more\n"
+        "     than two intervals), or the database cannot be read\n"
+        "  2  invalid settings",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     _events_parser(commands)
     commands.add_parser("simulator", help="a simulated Shoperti store (see --help)", add_help=False)
     commands.add_parser("bench", help="performance benchmarks (see --help)", add_help=False)
-    demo = commands.add_parser("demo", help="end to end on SQLite with a simulated store")
+    demo = _command(
+        commands,
+        "demo",
+        "end to end on SQLite with a simulated store",
+        "Start a simulated store and the daemon on a SQLite file, sell orders with "
+        "some webhooks lost, reconcile, and check that every order arrived. Needs no "
+        "settings.",
+    )
     demo.add_argument("--dir", type=Path, help="keep the demo database in DIR")
     demo.add_argument("--orders", type=int, default=300, help="orders to sell (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
@@ -106,6 +184,15 @@ def _positive(value: str) -> int:
     return number
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("syncd")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown"
+
+
 def _date(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
@@ -139,15 +226,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(args_list[1:])
     args = _parser().parse_args(args_list)
+    from sqlalchemy.exc import SQLAlchemyError
+
     from syncd.ops import logs
 
     logs.setup("WARNING" if args.command == "demo" else "INFO")
+    database_url: str | None = None
     try:
         if args.command == "demo":
             from syncd.demo import run_demo
 
             return run_demo(directory=args.dir, orders=args.orders, seed=args.seed)
         settings = load_settings()
+        database_url = settings.database_url
         logs.hide(settings.secrets())
         logging.getLogger().setLevel(settings.log_level)
         action = getattr(args, "db_command", None) or getattr(args, "events_command", None)
@@ -156,16 +247,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return 2 if exc.__class__.__name__ == "ConfigError" else 1
+    except SQLAlchemyError as exc:
+        # Every command's database trouble becomes one line (syncd.db.failures).
+        from syncd.db.failures import explain
+
+        print(f"syncd: {explain(exc, database_url or '')}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("syncd: interrupted", file=sys.stderr)
         return 130
 
 
 def _db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
-    from syncd.db.engine import upgrade
+    from syncd.db.engine import head_revision, upgrade
 
-    upgrade(settings.database_url)
-    print("database schema is at head")
+    applied = upgrade(settings.database_url)
+    head = head_revision()
+    if not applied:
+        print(f"nothing to do: the database schema is already at head ({head})")
+        return 0
+    print(f"applied {len(applied)} migration(s):")
+    for revision, message in applied:
+        print(f"  {revision}  {message}")
+    print(f"the database schema is at head ({head})")
     return 0
 
 
@@ -186,8 +290,16 @@ def _db_dictionary(_: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    from syncd.db.engine import check_schema_at_head, make_engine
     from syncd.serve import serve
 
+    # The database first: its one-line error must not follow unrelated warnings.
+    engine = make_engine(settings.database_url)
+    try:
+        check_schema_at_head(engine)
+    finally:
+        engine.dispose()
+    _check_port_free(settings.host, settings.port)
     for store in settings.stores.values():
         if not store.has_api:
             log.warning(
@@ -198,6 +310,15 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
                     "nothing is reconciled",
                 },
             )
+        if store.webhook_secret is None:
+            log.warning(
+                "serve.no_webhook_secret",
+                extra={
+                    "store": store.name,
+                    "reason": "no SYNCD_WEBHOOK_SECRET (TOML: webhook_secret): webhooks are "
+                    "accepted without a token from anyone who can reach the URL",
+                },
+            )
     try:
         import uvloop
     except ImportError:  # not on every platform; asyncio's own loop works too
@@ -205,6 +326,31 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
     else:
         uvloop.run(serve(settings))
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line instead of uvicorn's log record when the port is taken (a
+    check before uvicorn binds with the same options; it cannot rule out a
+    race, in which case uvicorn's own error stands)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise SyncdError(f"SYNCD_HOST: cannot resolve {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise SyncdError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another process uses "
+                "the port, or the address is not this machine's; stop it or set "
+                "SYNCD_HOST / SYNCD_PORT"
+            ) from None
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -251,8 +397,10 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.backfill import run_backfill
 
-    store = _stores(settings, args.store or settings.default_store, need_api=True)[0]
-    return run_backfill(settings, store, since=args.since)
+    status = 0
+    for store in _stores(settings, args.store, need_api=True):
+        status = max(status, run_backfill(settings, store, since=args.since))
+    return status
 
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:

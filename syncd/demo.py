@@ -41,6 +41,7 @@ from syncd.db.models import (
     OrderRefundLineItem,
     OrderTransaction,
 )
+from syncd.errors import SyncdError
 from syncd.reconcile import reconcile_store
 from syncd.shoperti import wire
 
@@ -280,21 +281,59 @@ async def wait_applied(engine: Engine, store: str) -> None:
         await asyncio.sleep(0.1)
 
 
+# Left in a --dir by the demo, so that a second run knows the database is its own.
+MARKER = ".syncd-demo"
+
+
 def run_demo(*, directory: Path | None, orders: int, seed: int) -> int:
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-        return asyncio.run(_demo(directory, orders, seed))
+        note = _fresh_start(directory)
+        try:
+            return asyncio.run(_demo(directory, orders, seed, note=note))
+        finally:
+            _remove_lock_files(directory)
     with tempfile.TemporaryDirectory(prefix="syncd-demo-") as tmp:
-        return asyncio.run(_demo(Path(tmp), orders, seed))
+        note = "in a temporary directory, removed at exit (keep it with --dir DIR)"
+        return asyncio.run(_demo(Path(tmp), orders, seed, note=note))
 
 
-async def _demo(directory: Path, orders: int, seed: int) -> int:
+def _fresh_start(directory: Path) -> str:
+    """Every run starts from an empty database: the store it compares with is
+    new each time. A previous demo's database in ``directory`` is removed; a
+    database the demo did not make is never touched."""
+    database = directory / "syncd.db"
+    if database.exists():
+        if not (directory / MARKER).is_file():
+            raise SyncdError(
+                f"{database} exists and was not made by `syncd demo`; "
+                "give --dir a new or empty directory"
+            )
+        for leftover in (database, directory / "syncd.db-wal", directory / "syncd.db-shm"):
+            leftover.unlink(missing_ok=True)
+        _remove_lock_files(directory)
+        note = "kept in DIR; the previous demo's database there was removed: starting empty"
+    else:
+        note = "kept in DIR"
+    (directory / MARKER).write_text(
+        "made by `syncd demo`: a new run with this --dir replaces syncd.db\n", encoding="utf-8"
+    )
+    return note.replace("DIR", str(directory))
+
+
+def _remove_lock_files(directory: Path) -> None:
+    # The reconcile lock's file beside the database (syncd.db.<hash>.lock).
+    for lock in directory.glob("syncd.db.*.lock"):
+        lock.unlink(missing_ok=True)
+
+
+async def _demo(directory: Path, orders: int, seed: int, *, note: str) -> int:
     from syncd.simulator import Faults, SimulatedStore
 
     console = Console()
     started = time.monotonic()
     url = f"sqlite:///{directory / 'syncd.db'}"
-    console.print(f"[bold]syncd demo[/]: database {directory / 'syncd.db'}")
+    console.print(f"[bold]syncd demo[/]: database {directory / 'syncd.db'} ({note})")
     await asyncio.to_thread(upgrade, url)
 
     # proto stated explicitly, or asyncio does not set TCP_NODELAY on accepted sockets

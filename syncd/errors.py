@@ -32,13 +32,22 @@ class ConfigError(SyncdError):
 
 
 class SchemaNotAtHead(SyncdError):
-    def __init__(self, current: str | None, head: str | None) -> None:
+    def __init__(
+        self, current: str | None, head: str | None, *, missing_file: str | None = None
+    ) -> None:
         self.current = current
         self.head = head
-        super().__init__(
-            f"database schema is at {current or 'nothing (empty database)'}, "
-            f"not at {head}: run `syncd db upgrade`"
-        )
+        if missing_file is not None:
+            message = (
+                f"the database file {missing_file} does not exist yet: "
+                "run `syncd db upgrade` to create it"
+            )
+        else:
+            message = (
+                f"database schema is at {current or 'nothing (empty database)'}, "
+                f"not at {head}: run `syncd db upgrade`"
+            )
+        super().__init__(message)
 
 
 class DatabaseUnavailable(SyncdError):

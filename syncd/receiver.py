@@ -2,9 +2,9 @@
 
 It answers 200 only once the event is committed (a duplicate too), and
 otherwise says exactly why not (SPEC §5). The content type is not trusted;
-the body is read in chunks and refused past ``SYNCD_MAX_BODY_BYTES`` without
-reading the rest. The route never applies anything: it hands over to the
-worker by waking it.
+the body is read in chunks and refused past ``SYNCD_MAX_BODY_BYTES``; the
+rest is read and dropped (up to a bound) so the sender can read the 413.
+The route never applies anything: it hands over to the worker by waking it.
 """
 
 from __future__ import annotations
@@ -56,18 +56,62 @@ def query_token(query_string: bytes) -> str:
     return token
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
+# A body over the limit is still read (and dropped) up to this many times the
+# limit, so that a sender that writes its whole body before it reads the answer
+# (no `Expect: 100-continue`: urllib and many others) reads the 413 instead of
+# a connection reset. Past it, or after a second without data, the answer goes
+# out and the connection is closed under whatever is left.
+DRAIN_FACTOR = 16
+DRAIN_IDLE_SECONDS = 1.0
+
+
+async def read_limited(request: Request, limit: int, within: float) -> bytes:
+    """The body, read within ``within`` seconds (else TimeoutError), or
+    BodyTooLarge past ``limit`` bytes once the rest has been drained (within
+    the same time, up to DRAIN_FACTOR times the limit)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    bound = limit * DRAIN_FACTOR
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+    too_large = declared is not None and declared.isdigit() and int(declared) > limit
+    if too_large and int(declared or 0) > bound:
+        raise BodyTooLarge  # not worth reading
     chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    size, more = 0, True
+    async with asyncio.timeout_at(deadline):
+        while more and not too_large:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect
+            chunk: bytes = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            size += len(chunk)
+            too_large = size > limit
+            chunks.append(chunk)
+    if not too_large:
+        return b"".join(chunks)
+    chunks.clear()
+    while more and size <= bound:
+        wait = min(DRAIN_IDLE_SECONDS, deadline - loop.time())
+        if wait <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(request.receive(), wait)
+        except TimeoutError:
+            break
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+    raise BodyTooLarge
+
+
+def _reason_of(response: Response) -> str:
+    """The reason an error answer gives its sender (never payload data)."""
+    try:
+        return str(orjson.loads(bytes(response.body)).get("error", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
 
 
 class WebhookEndpoint:
@@ -96,10 +140,13 @@ class WebhookEndpoint:
         counter.inc()
         # A store at full tilt sends thousands a minute: successes are DEBUG,
         # refusals WARNING (they mean a misconfigured sender or an outage).
+        facts: dict[str, Any] = {"store": label, "status": response.status_code}
+        if response.status_code >= 400:
+            facts["reason"] = _reason_of(response)
         log.log(
             logging.DEBUG if response.status_code < 300 else logging.WARNING,
             "webhook.answered",
-            extra={"store": label, "status": response.status_code},
+            extra=facts,
         )
         return response
 
@@ -112,8 +159,9 @@ class WebhookEndpoint:
             if not hmac.compare_digest(token.encode(), expected.encode()):
                 return error(401, "missing or wrong token")
         try:
-            async with asyncio.timeout(self.settings.body_timeout):
-                body = await read_limited(request, self.settings.max_body_bytes)
+            body = await read_limited(
+                request, self.settings.max_body_bytes, self.settings.body_timeout
+            )
         except TimeoutError:
             # A client that stalls or trickles its body must not hold a task forever.
             return error(408, f"body not received within {self.settings.body_timeout:g} s")

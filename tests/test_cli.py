@@ -26,6 +26,7 @@ def syncd(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     env = {"SYNCD_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}", "SYNCD_PORT": "0"}
+    (tmp_path / "new.db").write_bytes(b"")  # an empty database (no schema yet)
     result = syncd("serve", env=env, cwd=tmp_path)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]

@@ -52,8 +52,19 @@ def database_url(raw: str, variable: str = "SYNCD_DATABASE_URL") -> URL:
         raise ConfigError(
             variable, f"unsupported database {backend!r}: use sqlite, postgresql, mysql or mariadb"
         )
-    if "+" not in url.drivername:
-        url = url.set(drivername=_DRIVERS[backend])
+    if "+" in url.drivername and url.drivername != _DRIVERS[backend]:
+        driver = url.drivername.split("+", 1)[1]
+        raise ConfigError(
+            variable,
+            f"syncd picks the database driver itself: write {backend}://… without '+{driver}'",
+        )
+    if backend == "sqlite" and url.host:
+        raise ConfigError(
+            variable,
+            "a SQLite URL has three slashes before a relative path (sqlite:///syncd.db) "
+            "and four before an absolute one (sqlite:////var/lib/syncd/syncd.db)",
+        )
+    url = url.set(drivername=_DRIVERS[backend])
     if url.get_backend_name() in ("mysql", "mariadb") and "charset" not in url.query:
         url = url.update_query_dict({"charset": "utf8mb4"})
     return url

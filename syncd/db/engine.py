@@ -82,12 +82,34 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def check_schema_at_head(engine: Engine) -> None:
+    database = engine.url.database
+    on_file = engine.dialect.name == "sqlite" and database and database != ":memory:"
+    if on_file and database and not Path(database).exists():
+        # Connecting would create an empty file; say what to run instead.
+        raise SchemaNotAtHead(None, head_revision(), missing_file=database)
     current, head = current_revision(engine), head_revision()
     if current != head:
         raise SchemaNotAtHead(current, head)
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head") -> list[tuple[str, str]]:
+    """Migrate to ``revision``; returns the migrations applied, oldest first,
+    as (revision, message) pairs (empty when there was nothing to do)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    engine = make_engine(url)
+    try:
+        before = current_revision(engine)
+        command.upgrade(alembic_config(url), revision)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
+    if after == before or after is None:
+        return []
+    script = ScriptDirectory(str(migrations_dir()))
+    applied = [
+        (step.revision, (step.doc or "").strip())
+        for step in script.iterate_revisions(after, before)
+        if step.revision != before
+    ]
+    return list(reversed(applied))

@@ -23,8 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from syncd.config import Settings
 from syncd.db import dialect
 from syncd.db.engine import check_schema_at_head, make_engine
+from syncd.db.failures import explain
 from syncd.db.models import Event, SyncState
-from syncd.errors import DatabaseUnavailable, WireError
+from syncd.errors import WireError
 from syncd.inbox import utcnow
 from syncd.ops.logs import scrub
 from syncd.ops.metrics import Freshness
@@ -181,11 +182,8 @@ def read(settings: Settings) -> list[dict[str, Any]]:
         check_schema_at_head(engine)
         return collect(engine, settings)
     except SQLAlchemyError as exc:
-        # The driver's text may hold the URL or parameters: name the kind only.
-        raise DatabaseUnavailable(
-            f"cannot read the database ({type(exc).__name__}): check SYNCD_DATABASE_URL "
-            "and that the server is up"
-        ) from None
+        # The driver's cause, on one line without the password (syncd.db.failures).
+        raise explain(exc, settings.database_url) from None
     finally:
         engine.dispose()
 

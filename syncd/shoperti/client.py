@@ -319,7 +319,9 @@ class ShopertiClient:
         # "." and ".." would be resolved as path segments and fetch something else.
         if text_id in ("", ".", ".."):
             raise ApiNotFound(f"{endpoint}: {text_id!r} is not a valid id", status=None)
-        url = self._base.copy_with(path=f"{self._base.path}/{resource}/{quote(text_id, safe='')}")
+        url = self._base.copy_with(
+            path=f"{self._base.path.rstrip('/')}/{resource}/{quote(text_id, safe='')}"
+        )
         return await self._answer(endpoint, url)
 
     # -- listings ---------------------------------------------------------------
@@ -370,7 +372,7 @@ class ShopertiClient:
                 seen_urls.add(str(url))
                 params: dict[str, str | int] | None = None
             else:
-                url = self._base.copy_with(path=f"{self._base.path}/{cursor.resource}")
+                url = self._base.copy_with(path=f"{self._base.path.rstrip('/')}/{cursor.resource}")
                 params = cursor.query()
             read_at = datetime.now(UTC)
             answer = await self._answer(endpoint, url, params=params)
@@ -475,6 +477,15 @@ class ShopertiClient:
                         f"Shoperti API at {self.api_url} refused the API key (401) for "
                         f"{endpoint}{self._for_store()}: check SYNCD_API_KEY (or the store's "
                         "api_key / api_key_file in SYNCD_CONFIG)",
+                        status=status,
+                    )
+                if status == 404 and endpoint.endswith(".list"):
+                    # A listing always exists: the URL is wrong, not an id.
+                    raise ApiNotFound(
+                        f"{endpoint}: the Shoperti API answered 404 for "
+                        f"{url.copy_with(query=None)}{self._for_store()}: check the store's "
+                        "api_url (SYNCD_API_URL, or api_url in SYNCD_CONFIG), which usually "
+                        "ends in /v1",
                         status=status,
                     )
                 if status == 404:

@@ -1,10 +1,12 @@
 """``syncd simulator``: run a simulated store from the command line.
 
-The first line on stdout is ``api_url=http://HOST:PORT/v1``, printed once the API
-listens, so a parent process can read it. The store then sells and keeps serving
-until SIGINT or SIGTERM (or, with ``--exit-after-selling``, until every delivery is
-done), prints a short summary and exits 0. ``--truth-file`` writes the final state
-(see ``Truth``) plus the ids of delivered and lost events as JSON.
+The first line on stdout is ``api_url=http://HOST:PORT/v1``, printed once the
+API listens, so a parent process can read it; the next lines give the API key,
+the webhook target and the settings that point syncd at the store. The store
+then sells and keeps serving until SIGINT or SIGTERM (or, with
+``--exit-after-selling``, until every delivery is done), prints a short summary
+and exits 0. ``--truth-file`` writes the final state (see ``Truth``) plus the
+ids of delivered and lost events as JSON.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
@@ -25,25 +28,46 @@ from syncd.simulator.store import SimulatedStore
 from syncd.simulator.world import Quirks
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default, unless it is None or False (flags, "not set")
+    or the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd simulator",
-        description="A simulated Shoperti store: API on loopback, selling, webhooks.",
+        description="A simulated Shoperti store: API on loopback, selling, webhooks. "
+        "It prints the API URL and key (and the webhook target) to point syncd at.",
+        formatter_class=DefaultsHelpFormatter,
     )
     serve = parser.add_argument_group("serving")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    serve.add_argument("--api-key", default="sk_test")
-    serve.add_argument("--per-page-max", type=int, default=100)
-    serve.add_argument("--retention-days", type=float, default=30.0)
+    serve.add_argument("--host", default="127.0.0.1", help="address the API listens on")
+    serve.add_argument("--port", type=int, default=0, help="API port; 0 picks a free one")
+    serve.add_argument(
+        "--api-key", default="sk_test", help="the key syncd must send (SYNCD_API_KEY)"
+    )
+    serve.add_argument("--per-page-max", type=int, default=100, help="largest page size")
+    serve.add_argument(
+        "--retention-days", type=float, default=30.0, help="how long events stay listable"
+    )
 
     sell = parser.add_argument_group("selling")
-    sell.add_argument("--seed", type=int, default=0)
-    sell.add_argument("--orders", type=int, default=100)
-    sell.add_argument("--customers", type=int, default=None, help="default: 40%% of --orders")
+    sell.add_argument("--seed", type=int, default=0, help="random seed: same seed, same store")
+    sell.add_argument("--orders", type=int, default=100, help="orders to sell (with webhooks)")
+    sell.add_argument(
+        "--customers", type=int, default=None, help="customers (default: 40%% of --orders)"
+    )
     sell.add_argument("--rate", type=float, default=0.0, help="events per second, 0 = no limit")
     sell.add_argument("--history-orders", type=int, default=0, help="past orders, no webhooks")
-    sell.add_argument("--history-days", type=float, default=365.0)
+    sell.add_argument(
+        "--history-days", type=float, default=365.0, help="how far back the history goes"
+    )
     sell.add_argument(
         "--exit-after-selling",
         action="store_true",
@@ -55,33 +79,79 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="with --exit-after-selling: how long to wait for deliveries",
     )
-    sell.add_argument("--truth-file", type=Path, default=None)
+    sell.add_argument(
+        "--truth-file",
+        type=Path,
+        default=None,
+        help="at exit, write the store's final orders and customers (JSON) here",
+    )
 
     hooks = parser.add_argument_group("webhooks")
-    hooks.add_argument("--webhook-url", default=None)
+    hooks.add_argument(
+        "--webhook-url",
+        default=None,
+        help="where to POST webhooks, e.g. "
+        "http://127.0.0.1:8080/webhooks/shoperti?token=TOKEN (default: no webhooks)",
+    )
     hooks.add_argument(
         "--time-scale",
         type=float,
         default=1 / 3600,
         help="real seconds per platform second (default 1/3600: an hour is 1 s)",
     )
-    hooks.add_argument("--concurrency", type=int, default=16)
-    hooks.add_argument("--drop-rate", type=float, default=0.0)
-    hooks.add_argument("--duplicate-rate", type=float, default=0.0)
-    hooks.add_argument("--reorder-window", type=int, default=0)
-    hooks.add_argument("--delay-max", type=float, default=0.0)
+    hooks.add_argument("--concurrency", type=int, default=16, help="deliveries in flight")
+    hooks.add_argument(
+        "--drop-rate", type=float, default=0.0, help="share of events never delivered (0-1)"
+    )
+    hooks.add_argument(
+        "--duplicate-rate", type=float, default=0.0, help="share delivered twice (0-1)"
+    )
+    hooks.add_argument(
+        "--reorder-window", type=int, default=0, help="deliveries shuffled within this many"
+    )
+    hooks.add_argument(
+        "--delay-max", type=float, default=0.0, help="random delay per delivery, seconds"
+    )
 
     api = parser.add_argument_group("API faults and quirks")
-    api.add_argument("--api-429-rate", type=float, default=0.0)
-    api.add_argument("--api-5xx-rate", type=float, default=0.0)
-    api.add_argument("--api-slow-rate", type=float, default=0.0)
-    api.add_argument("--api-slow-seconds", type=float, default=0.0)
-    api.add_argument("--retry-after", type=int, default=1)
-    api.add_argument("--omit-links", action="store_true")
-    api.add_argument("--objects", choices=("bare", "wrapped", "random"), default="random")
-    api.add_argument("--deleted-by-id", choices=("404", "tombstone"), default="404")
-    api.add_argument("--naive-timestamp-rate", type=float, default=0.02)
-    api.add_argument("--numeric-money-rate", type=float, default=0.3)
+    api.add_argument(
+        "--api-429-rate", type=float, default=0.0, help="share of API answers that are 429"
+    )
+    api.add_argument(
+        "--api-5xx-rate", type=float, default=0.0, help="share of API answers that are 5xx"
+    )
+    api.add_argument(
+        "--api-slow-rate", type=float, default=0.0, help="share of API answers delayed"
+    )
+    api.add_argument("--api-slow-seconds", type=float, default=0.0, help="delay of a slow answer")
+    api.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 429, seconds")
+    api.add_argument(
+        "--omit-links", action="store_true", help="lists without links.next (page numbers only)"
+    )
+    api.add_argument(
+        "--objects",
+        choices=("bare", "wrapped", "random"),
+        default="random",
+        help='single objects bare or as {"data": …}',
+    )
+    api.add_argument(
+        "--deleted-by-id",
+        choices=("404", "tombstone"),
+        default="404",
+        help="what GET of a deleted object answers",
+    )
+    api.add_argument(
+        "--naive-timestamp-rate",
+        type=float,
+        default=0.02,
+        help="share of timestamps without a UTC offset",
+    )
+    api.add_argument(
+        "--numeric-money-rate",
+        type=float,
+        default=0.3,
+        help="share of amounts sent as JSON numbers instead of strings",
+    )
     return parser
 
 
@@ -144,6 +214,8 @@ async def _run(store: SimulatedStore, args: argparse.Namespace) -> int:
         if args.history_orders:  # before the URL line: the parent then sees it all
             store.generate_history(args.history_orders, args.history_days)
         print(f"api_url={store.api_url}", flush=True)
+        for line in _connection_lines(store):
+            print(line, flush=True)
         selling = asyncio.create_task(_sell(store, args))
         stop_waiter = asyncio.create_task(stopping.wait())
         await asyncio.wait({selling, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -173,6 +245,25 @@ async def _sell(store: SimulatedStore, args: argparse.Namespace) -> None:
             await store.wait_deliveries(timeout=args.wait_timeout)
         except TimeoutError:
             print("syncd simulator: deliveries still in flight at --wait-timeout", file=sys.stderr)
+
+
+def _connection_lines(store: SimulatedStore) -> list[str]:
+    """What syncd needs to talk to this store, after the ``api_url=`` line."""
+    lines = [f"api_key={store.api_key}", f"webhook_url={store.webhook_url or '-'}"]
+    lines.append(f"point syncd at it: SYNCD_API_URL={store.api_url} SYNCD_API_KEY={store.api_key}")
+    if store.webhook_url:
+        token = parse_qs(urlsplit(store.webhook_url).query).get("token", [None])[0]
+        target = f"webhooks go to {store.webhook_url}"
+        if token:
+            target += f" (syncd serve needs SYNCD_WEBHOOK_SECRET={token})"
+        lines.append(target)
+    else:
+        lines.append(
+            "no webhooks are sent: give --webhook-url "
+            "http://127.0.0.1:8080/webhooks/shoperti?token=TOKEN for a syncd serve "
+            "with SYNCD_WEBHOOK_SECRET=TOKEN"
+        )
+    return lines
 
 
 def _summarize(store: SimulatedStore) -> None:
