@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -29,7 +29,7 @@ from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
 from syncd.inbox import GroupCommitter, utcnow
 from syncd.ops import watchdog
-from syncd.ops.metrics import Metrics
+from syncd.ops.metrics import Freshness, Metrics
 from syncd.ops.request_id import RequestIdMiddleware
 from syncd.ops.status import freshness
 from syncd.receiver import WebhookEndpoint, error
@@ -116,6 +116,10 @@ class Daemon:
         self._backlog_read = OneAtATime(lambda: backlog(front), "syncd-backlog")
         self._render = OneAtATime(self.metrics.render, "syncd-metrics")
         self._backlog: dict[tuple[str, str], int] | BaseException = {}
+        self._freshness_read = OneAtATime(
+            lambda: freshness(front, self.settings.stores), "syncd-freshness"
+        )
+        self._freshness: Mapping[str, Freshness] = {}
         for store in self.settings.stores.values():
             if store.has_api and store.name not in self.clients:
                 assert store.api_url is not None and store.api_key is not None
@@ -138,7 +142,7 @@ class Daemon:
         self.metrics.watch_backlog(self._last_backlog, stores=self.settings.stores)
         self.metrics.watch_commits(lambda: self.committer.commits)
         self.metrics.watch_freshness(
-            lambda: freshness(self.engine, self.settings.stores),
+            lambda: self._freshness,
             utcnow,
             {
                 store.name: self.settings.reconcile_interval
@@ -183,10 +187,19 @@ class Daemon:
         except Exception as exc:  # the scrape says syncd_database_up 0
             self._backlog = exc
 
+    async def refresh_freshness(self) -> None:
+        """Read the per-store oldest pending event and last reconcile success
+        for the next scrape, waiting at most CHECK_TIMEOUT; without an answer
+        the scrape leaves those gauges out (syncd_database_up says why)."""
+        try:
+            self._freshness = await self._freshness_read.wait(CHECK_TIMEOUT)
+        except Exception:
+            self._freshness = {}
+
     async def render_metrics(self) -> bytes:
-        """The scrape's text, rendered off the event loop (collectors may
-        read more than memory), within twice CHECK_TIMEOUT."""
-        await self.refresh_backlog()
+        """The scrape's text: the database reads first (bounded, side by
+        side), then the render off the event loop, within twice CHECK_TIMEOUT."""
+        await asyncio.gather(self.refresh_backlog(), self.refresh_freshness())
         return await self._render.wait(2 * CHECK_TIMEOUT)
 
     def _last_backlog(self) -> dict[tuple[str, str], int]:

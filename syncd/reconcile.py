@@ -316,9 +316,12 @@ async def reconcile_store(
     apply_now: bool = False,
 ) -> RunReport:
     """One reconcile pass for ``store`` (SPEC §1: recover what webhooks missed)."""
-    started = utcnow()
-    report = RunReport(store=store.name, started_at=started.isoformat())
+    report = RunReport(store=store.name, started_at=utcnow().isoformat())
     async with exclusive(engine, f"reconcile:{store.name}") as got:
+        # The run starts once it holds the lock (taking it opens a connection),
+        # so that runs of two daemons never seem to overlap.
+        started = utcnow()
+        report.started_at = started.isoformat()
         if not got:
             report.mode = "skipped"
             report.error = "another process is reconciling this store"

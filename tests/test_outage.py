@@ -247,10 +247,12 @@ def test_a_stalled_database_gets_503_within_the_commit_bound(db: Any, tmp_path: 
     )
     assert statuses == [503] * len(bodies), statuses
     assert all(b"not committed within" in answer.content for _, answer in results)
-    assert max(took) < commit_timeout + 2, took
-    assert health[0] < 1 and health[1].status_code == 200
-    assert ready[0] < 4 and ready[1].status_code == 503, ready
-    assert metrics[0] < 4 and metrics[1].status_code == 200, metrics
+    # Bounds with room for a loaded 2-core machine (the routes wait 2 s and 4 s
+    # at most; the defect was a 40 s hang and a 200 after it).
+    assert max(took) < commit_timeout + 5, took
+    assert health[0] < 3 and health[1].status_code == 200
+    assert ready[0] < 10 and ready[1].status_code == 503, ready
+    assert metrics[0] < 10 and metrics[1].status_code == 200, metrics
     assert "syncd_database_up 0.0" in metrics[1].text
     assert again == [200] * len(bodies)
     assert code == 0
