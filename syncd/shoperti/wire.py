@@ -654,15 +654,18 @@ def parse_order(value: Any, field: str = "order") -> Order:
 
 
 def same_content(a: Order | Customer, b: Order | Customer) -> bool:
-    """Whether two parsed copies say the same thing, however each spelled it
-    (money as string or number, time zones, key order): ``raw`` aside."""
+    """Whether two parsed copies say the same thing about themselves, however
+    each spelled it (money as string or number, time zones, key order):
+    ``raw`` aside, and of an order's nested customer only which one it is
+    (the customer is its own resource, with its own versions)."""
     return _content(a) == _content(b)
 
 
-def _content(item: Order | Customer) -> Order | Customer:
-    if isinstance(item, Order) and item.customer is not None:
-        item = dataclasses.replace(item, customer=dataclasses.replace(item.customer, raw={}))
-    return dataclasses.replace(item, raw={})
+def _content(item: Order | Customer) -> tuple[Order | Customer, str | None]:
+    if isinstance(item, Order):
+        customer = item.customer.id if item.customer is not None else None
+        return dataclasses.replace(item, raw={}, customer=None), customer
+    return dataclasses.replace(item, raw={}), None
 
 
 def _deleted(obj: Mapping[str, Any]) -> bool:
