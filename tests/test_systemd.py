@@ -104,43 +104,39 @@ def preflight() -> None:
             unavailable(f"{tool} is not installed")
     if not SYSTEMD.exists():
         unavailable(f"{SYSTEMD} is not installed")
-    for path in (Path(sys.prefix).resolve(), ROOT):
-        if under_home(path):
-            pytest.fail(
-                f"{path} is under a home directory, which the unit's ProtectHome=yes "
-                "hides from the service: check the project out elsewhere",
-                pytrace=False,
-            )
-
-
-def under_home(path: Path) -> bool:
-    return path.is_relative_to("/home") or path.is_relative_to("/root")
 
 
 def service_syncd(test_dir: Path) -> str:
     """The ``syncd`` the unit runs, as a path inside the namespace.
 
-    The test's own virtualenv, unless its interpreter lives under a home
-    directory (pyenv's ~/.pyenv): ProtectHome=yes hides that from the
-    service. Then a virtualenv of the system's python of the same version
-    stands in, reading the test virtualenv's packages (a .pth file), so the
-    code under test is the same.
+    The service sees neither /tmp (the namespace mounts its own) nor home
+    directories (ProtectHome=yes), and the checkout under test may be in
+    either. So the code under test is copied into the test directory, and
+    the test virtualenv's packages are bound into it when the namespace
+    boots (:data:`BOOT`); a virtualenv of the system's python of the same
+    version runs them, since this one's interpreter may be under a home
+    directory too (pyenv's ~/.pyenv).
     """
-    if not under_home(Path(sys.base_prefix).resolve()):
-        return str(Path(sys.prefix) / "bin" / "syncd")
+    import syncd
+    from syncd.db.engine import migrations_dir
+
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     system = Path("/usr/bin") / version
     if not system.exists():
         pytest.fail(
-            f"this python ({sys.base_prefix}) is under a home directory, which the unit "
-            f"hides from the service, and there is no {system} to stand in",
+            f"no {system} to run the service with: the unit hides this python "
+            f"({sys.base_prefix}) if it lives under a home directory or /tmp",
             pytrace=False,
         )
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(syncd.__file__).parent, test_dir / "src" / "syncd", ignore=skip)
+    shutil.copytree(migrations_dir(), test_dir / "src" / "migrations", ignore=skip)
+    (test_dir / "site-packages").mkdir()
     venv = test_dir / "venv"
     subprocess.run([system, "-m", "venv", "--without-pip", "--symlinks", venv], check=True)
-    packages = next(Path(sys.prefix).glob(f"lib/{version}/site-packages"))
     (venv / "lib" / version / "site-packages" / "syncd-test.pth").write_text(
-        f"import site; site.addsitedir({str(packages)!r})\n"
+        f"import sys; sys.path.insert(0, {INSIDE + '/src'!r})\n"
+        f"import site; site.addsitedir({INSIDE + '/site-packages'!r})\n"
     )
     script = venv / "bin" / "syncd"
     script.write_text(
@@ -153,6 +149,12 @@ def service_syncd(test_dir: Path) -> str:
     return f"{INSIDE}/venv/bin/syncd"
 
 
+def test_packages() -> Path:
+    """The site-packages of the virtualenv running the tests (syncd's dependencies)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return next(Path(sys.prefix).glob(f"lib/{version}/site-packages"))
+
+
 BOOT = r"""#!/bin/sh
 # Runs as PID 1 of a new PID + mount namespace; becomes systemd.
 set -eu
@@ -162,6 +164,8 @@ test_dir="$1"
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p {inside}
 mount --bind "$test_dir" {inside}
+# The test virtualenv's packages, wherever it is (before /tmp is covered).
+mount --bind "$2" {inside}/site-packages
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount -t tmpfs -o mode=1777 tmpfs /var/tmp
 mount -t tmpfs -o mode=0755 tmpfs /var/lib
@@ -210,7 +214,10 @@ class Namespace:
         script.chmod(0o755)
         with (self.test_dir / "boot.log").open("wb") as log:
             self.unshare = subprocess.Popen(
-                ["unshare", "--fork", "--pid", "--mount", "--mount-proc", script, self.test_dir],
+                [
+                    "unshare", "--fork", "--pid", "--mount", "--mount-proc",
+                    script, self.test_dir, test_packages(),
+                ],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         unshare = self.unshare
