@@ -149,7 +149,7 @@ def service_syncd(test_dir: Path) -> str:
     return f"{INSIDE}/venv/bin/syncd"
 
 
-def test_packages() -> Path:
+def venv_packages() -> Path:
     """The site-packages of the virtualenv running the tests (syncd's dependencies)."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     return next(Path(sys.prefix).glob(f"lib/{version}/site-packages"))
@@ -216,7 +216,7 @@ class Namespace:
             self.unshare = subprocess.Popen(
                 [
                     "unshare", "--fork", "--pid", "--mount", "--mount-proc",
-                    script, self.test_dir, test_packages(),
+                    script, self.test_dir, venv_packages(),
                 ],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
