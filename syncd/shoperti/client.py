@@ -457,11 +457,11 @@ class ShopertiClient:
                 page = await tasks.pop(to_hand)
                 if page.total_pages is not None:
                     last = max(last, page.total_pages)
-                if page.next is not None and page.number >= last:
-                    page = replace(page, next=None)
-                elif page.next is None and page.items and page.number < last:
-                    # An earlier answer counted more pages than this one: go on.
-                    page = replace(page, next=replace(first, page=page.number + 1))
+                # As a sequential listing would go on (an empty page ends it; an
+                # earlier answer may have counted more pages than this one), but
+                # always by number: that is how the pages after it are asked for.
+                more = page.next is not None or (bool(page.items) and page.number < last)
+                page = replace(page, next=replace(first, page=page.number + 1) if more else None)
                 yield page
                 if page.next is None:
                     return
@@ -716,16 +716,20 @@ class _Gate:
         if self._open() and not self._waiting:
             self.in_flight += 1
             return self._epoch
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._order += 1
-        heapq.heappush(self._waiting, (priority, self._order, granted))
-        try:
-            await granted
-        except asyncio.CancelledError:
-            if granted.done() and not granted.cancelled():
-                self.release()  # granted just as we were cancelled: hand it on
-            raise
-        return self._epoch
+        while True:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._order += 1
+            heapq.heappush(self._waiting, (priority, self._order, granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self.release()  # granted just as we were cancelled: hand it on
+                raise
+            if self._pausing == 0:
+                return self._epoch
+            # A 429 closed the gate between the grant and now: wait for it to open.
+            self.in_flight -= 1
 
     def release(self) -> None:
         self.in_flight -= 1

@@ -321,6 +321,11 @@ class SimulatedStore:
         """API answers by status code."""
         return self._on_loop(lambda: dict(sorted(self._api.answers.items())))
 
+    @property
+    def api_busy(self) -> int:
+        """API requests refused with 429 because ``Faults.api_max_concurrent`` were in flight."""
+        return self._on_loop(lambda: self._api.busy)
+
     def _delivered(self) -> list[str]:
         if self._sender is None:
             return []
