@@ -267,6 +267,8 @@ class ShopertiClient:
         self._sleep = sleep
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._clock = clock
+        # One window for the store's listings, so what a 429 taught outlives a listing.
+        self._gate: _Gate | None = None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
@@ -381,9 +383,10 @@ class ShopertiClient:
         seen_urls: set[str] = set()
         previous_number: int | None = None
         next_cursor: PageCursor | None = cursor
+        gate = self._gate_for(concurrency) if concurrency > 1 else None
         while next_cursor is not None:
             cursor = next_cursor
-            page = await self._read_page(endpoint, cursor, seen_urls)
+            page = await self._read_page(endpoint, cursor, seen_urls, gate=gate)
             if previous_number is not None and page.number <= previous_number:
                 raise WireError(
                     f"{endpoint}: page {page.number} came after page {previous_number}; "
@@ -392,13 +395,18 @@ class ShopertiClient:
             previous_number = page.number
             yield page
             next_cursor = page.next
-            if concurrency > 1 and page.total_pages is not None and next_cursor is not None:
+            if gate is not None and page.total_pages is not None and next_cursor is not None:
                 # The API says how many pages there are: ask for the rest by number.
                 async for later in self._concurrent_pages(
-                    endpoint, replace(next_cursor, url=None), page.total_pages, concurrency, ahead
+                    endpoint, replace(next_cursor, url=None), page.total_pages, gate, ahead
                 ):
                     yield later
                 return
+
+    def _gate_for(self, concurrency: int) -> _Gate:
+        if self._gate is None or self._gate.limit != concurrency:
+            self._gate = _Gate(concurrency, self._sleep)
+        return self._gate
 
     async def _read_page(
         self,
@@ -432,7 +440,7 @@ class ShopertiClient:
         )
 
     async def _concurrent_pages(
-        self, endpoint: str, first: PageCursor, total_pages: int, concurrency: int, ahead: int
+        self, endpoint: str, first: PageCursor, total_pages: int, gate: _Gate, ahead: int
     ) -> AsyncGenerator[Page, None]:
         """Pages ``first.page`` … ``total_pages`` read concurrently, handed out in order.
 
@@ -441,7 +449,6 @@ class ShopertiClient:
         sequential one, and pages asked for beyond it are dropped unread.
         Every request still in flight is cancelled when the iteration stops.
         """
-        gate = _Gate(concurrency, self._sleep)
         tasks: dict[int, asyncio.Task[Page]] = {}
         to_request = to_hand = first.page
         last = total_pages
@@ -691,8 +698,10 @@ class _Gate:
     halve it again) and closes the gate while the answer's ``Retry-After``
     runs, so the API never sees a burst of refused requests; after
     ``grow_after * window`` successes in a row the window grows by one, up
-    to ``limit``. Waiting requests go in ``priority`` order (page number),
-    so the page the writer waits for is asked for first.
+    to ``limit``. Growing back to the window that was refused last takes a
+    run four times as long: an API that allows a fixed number is probed
+    rarely. Waiting requests go in ``priority`` order (page number), so the
+    page the writer waits for is asked for first.
     """
 
     def __init__(self, limit: int, sleep: Sleep, *, grow_after: int = 4) -> None:
@@ -703,6 +712,7 @@ class _Gate:
         self._sleep = sleep
         self._grow_after = grow_after
         self._epoch = 0  # bumped by each narrowing
+        self._refused_at = limit + 1  # the window of the last 429
         self._successes = 0
         self._pausing = 0
         self._order = 0
@@ -745,7 +755,10 @@ class _Gate:
 
     def success(self) -> None:
         self._successes += 1
-        if self.window < self.limit and self._successes >= self._grow_after * self.window:
+        run = self._grow_after * self.window
+        if self.window + 1 == self._refused_at:
+            run *= 4
+        if self.window < self.limit and self._successes >= run:
             self.window += 1
             self._successes = 0
             log.info("api.concurrency", extra={"window": self.window, "reason": "grow"})
@@ -759,6 +772,7 @@ class _Gate:
         if epoch != self._epoch:
             return  # sent before the last narrowing, which already counted it
         self._epoch += 1
+        self._refused_at = self.window
         self.window = max(1, self.window // 2)
         self.smallest_window = min(self.smallest_window, self.window)
         log.info("api.concurrency", extra={"window": self.window, "reason": "429"})
