@@ -65,6 +65,8 @@ class ApiContext:
     """Requests being answered now (for ``Faults.api_max_concurrent``)."""
     busy: int = 0
     """Requests refused with 429 because ``api_max_concurrent`` were in flight."""
+    peak_in_flight: int = 0
+    """The most requests answered at once so far."""
 
 
 class _ClientError(Exception):
@@ -169,6 +171,7 @@ async def _answer(ctx: ApiContext, handler: Handler, request: Request) -> Respon
             {"Retry-After": str(faults.api_retry_after)},
         )
     ctx.in_flight += 1
+    ctx.peak_in_flight = max(ctx.peak_in_flight, ctx.in_flight)
     try:
         if faults.api_latency:
             await asyncio.sleep(faults.api_latency)
