@@ -11,12 +11,14 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from syncd.errors import ApiError
+from syncd.config import load_settings
+from syncd.errors import ApiError, ConfigError
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
 
 API = "https://shop.example/v1"
@@ -356,3 +358,41 @@ def test_bad_concurrency_is_refused_before_any_request() -> None:
     for bad in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match="concurrency"):
             asyncio.run(main(bad))
+
+
+# --- the setting ----------------------------------------------------------------------
+
+
+def test_api_concurrency_defaults_to_4_and_is_read_from_the_variable() -> None:
+    base = {"SYNCD_API_URL": API, "SYNCD_API_KEY": KEY}
+    assert load_settings(base).store().api_concurrency == 4
+    assert load_settings({**base, "SYNCD_API_CONCURRENCY": "8"}).store().api_concurrency == 8
+
+
+@pytest.mark.parametrize("raw", ["0", "65", "four", "2.5"])
+def test_a_bad_api_concurrency_stops_start_up_with_one_line_naming_it(raw: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_API_CONCURRENCY": raw})
+    message = str(caught.value)
+    assert message.startswith("SYNCD_API_CONCURRENCY: ") and "\n" not in message
+
+
+def test_api_concurrency_per_store_in_the_toml_file(tmp_path: Path) -> None:
+    config = tmp_path / "stores.toml"
+    config.write_text(
+        '[[stores]]\nname = "a"\napi_url = "https://a.example/v1"\napi_key = "k1"\n'
+        "api_concurrency = 2\n"
+        '[[stores]]\nname = "b"\napi_url = "https://b.example/v1"\napi_key = "k2"\n'
+    )
+    settings = load_settings(
+        {"SYNCD_CONFIG": str(config), "SYNCD_STORE": "a", "SYNCD_API_CONCURRENCY": "6"}
+    )
+    assert settings.store("a").api_concurrency == 2
+    assert settings.store("b").api_concurrency == 6  # the variable is the default
+    config.write_text('[[stores]]\nname = "a"\napi_concurrency = "many"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_CONFIG": str(config), "SYNCD_STORE": "a"})
+    assert str(caught.value).startswith("SYNCD_CONFIG store 'a' api_concurrency: ")
+    config.write_text('[[stores]]\nname = "a"\napi_concurrency = 0\n')
+    with pytest.raises(ConfigError, match="api_concurrency: must be between 1 and 64"):
+        load_settings({"SYNCD_CONFIG": str(config), "SYNCD_STORE": "a"})
