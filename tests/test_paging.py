@@ -8,6 +8,7 @@ header; the client's ``sleep`` is a fake that never waits for real.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -242,6 +243,17 @@ def test_a_429_storm_settles_at_what_the_api_allows() -> None:
     # The 40 pages get through with a handful of refusals: the window finds 2 and stays.
     assert api.refused <= 8, (api.refused, len(api.arrivals))
     assert max(before for page, before in api.arrivals if page > 20) <= 2
+
+
+def test_an_api_that_allows_a_fixed_number_is_probed_ever_more_rarely() -> None:
+    api = FakeApi(4000, busy_above=2, retry_after="1")
+    pages = read_all(api, 4)
+    assert ids(pages) == [f"o{n}" for n in range(4000)]
+    refused_at = [i for i, (_, before) in enumerate(api.arrivals) if before >= 2]
+    assert len(refused_at) == api.refused
+    assert api.refused <= 6, refused_at  # of about 400 requests
+    gaps = [b - a for a, b in itertools.pairwise(refused_at)]
+    assert gaps == sorted(gaps) and gaps[-1] > 2 * gaps[0], gaps
 
 
 def test_the_next_listing_of_the_store_starts_at_the_window_the_api_taught() -> None:

@@ -699,8 +699,9 @@ class _Gate:
     runs, so the API never sees a burst of refused requests; after
     ``grow_after * window`` successes in a row the window grows by one, up
     to ``limit``. Growing back to the window that was refused last takes a
-    run four times as long: an API that allows a fixed number is probed
-    rarely. Waiting requests go in ``priority`` order (page number), so the
+    run four times as long, twice as long again each time that window is
+    refused once more (up to 64 times): an API that allows a fixed number is
+    probed ever more rarely. Waiting requests go in ``priority`` order (page number), so the
     page the writer waits for is asked for first.
     """
 
@@ -713,6 +714,7 @@ class _Gate:
         self._grow_after = grow_after
         self._epoch = 0  # bumped by each narrowing
         self._refused_at = limit + 1  # the window of the last 429
+        self._probe_run = 4  # how much longer the run back to that window is
         self._successes = 0
         self._pausing = 0
         self._order = 0
@@ -757,7 +759,7 @@ class _Gate:
         self._successes += 1
         run = self._grow_after * self.window
         if self.window + 1 == self._refused_at:
-            run *= 4
+            run *= self._probe_run
         if self.window < self.limit and self._successes >= run:
             self.window += 1
             self._successes = 0
@@ -772,6 +774,8 @@ class _Gate:
         if epoch != self._epoch:
             return  # sent before the last narrowing, which already counted it
         self._epoch += 1
+        refused_again = self.window == self._refused_at
+        self._probe_run = min(64, self._probe_run * 2) if refused_again else 4
         self._refused_at = self.window
         self.window = max(1, self.window // 2)
         self.smallest_window = min(self.smallest_window, self.window)
