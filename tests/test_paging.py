@@ -210,11 +210,11 @@ def test_429_halves_the_window_honours_retry_after_and_grows_back_to_the_limit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The API takes 2 at a time while pages 1-12 are read, then as many as come.
-    api = FakeApi(2000, busy_above=2, busy_until_page=12, retry_after="7")
+    api = FakeApi(3000, busy_above=2, busy_until_page=12, retry_after="7")
     with caplog.at_level(logging.INFO, logger="syncd.shoperti"):
         pages = read_all(api, 8)
-    assert [page.number for page in pages] == list(range(1, 201))
-    assert ids(pages) == [f"o{n}" for n in range(2000)]
+    assert [page.number for page in pages] == list(range(1, 301))
+    assert ids(pages) == [f"o{n}" for n in range(3000)]
     windows = [
         (record.reason, record.window)  # type: ignore[attr-defined]
         for record in caplog.records
@@ -222,7 +222,7 @@ def test_429_halves_the_window_honours_retry_after_and_grows_back_to_the_limit(
     ]
     # Halved, once per window of requests: 8 -> 4 -> 2 (never one halving per 429).
     assert windows[:2] == [("429", 4), ("429", 2)]
-    # ... then one more after each run of 4 x window successes (16 x to get back
+    # ... then one more after each run of 4 x window successes (32 x to get back
     # to the window last refused), up to the limit.
     grows = [window for reason, window in windows if reason == "grow"]
     assert grows[-6:] == [3, 4, 5, 6, 7, 8]
@@ -233,7 +233,7 @@ def test_429_halves_the_window_honours_retry_after_and_grows_back_to_the_limit(
     # Few refusals: the first burst of 8 (6 refused), one more halving, a probe or two.
     assert api.refused <= 12, api.refused
     # Back at the limit once the API allowed it.
-    assert max(before for page, before in api.arrivals if page > 190) + 1 == 8
+    assert max(before for page, before in api.arrivals if page > 290) + 1 == 8
 
 
 def test_a_429_storm_settles_at_what_the_api_allows() -> None:

@@ -693,16 +693,16 @@ class _Gate:
     """How many requests of one listing may be in flight: additive increase,
     multiplicative decrease, as TCP does for its window.
 
-    The window starts at ``limit``. A 429 halves it (once per window: the
+    The window starts at ``limit``. A 429 halves it (rounding up; once per window: the
     other requests that were already in flight when the API said so do not
     halve it again) and closes the gate while the answer's ``Retry-After``
     runs, so the API never sees a burst of refused requests; after
     ``grow_after * window`` successes in a row the window grows by one, up
     to ``limit``. Growing back to the window that was refused last takes a
-    run four times as long, twice as long again each time that window is
+    run eight times as long, twice as long again each time that window is
     refused once more (up to 64 times): an API that allows a fixed number is
-    probed ever more rarely. Waiting requests go in ``priority`` order (page number), so the
-    page the writer waits for is asked for first.
+    probed ever more rarely. Waiting requests go in ``priority`` order (page
+    number), so the page the writer waits for is asked for first.
     """
 
     def __init__(self, limit: int, sleep: Sleep, *, grow_after: int = 4) -> None:
@@ -714,7 +714,7 @@ class _Gate:
         self._grow_after = grow_after
         self._epoch = 0  # bumped by each narrowing
         self._refused_at = limit + 1  # the window of the last 429
-        self._probe_run = 4  # how much longer the run back to that window is
+        self._probe_run = 8  # how much longer the run back to that window is
         self._successes = 0
         self._pausing = 0
         self._order = 0
@@ -775,9 +775,9 @@ class _Gate:
             return  # sent before the last narrowing, which already counted it
         self._epoch += 1
         refused_again = self.window == self._refused_at
-        self._probe_run = min(64, self._probe_run * 2) if refused_again else 4
+        self._probe_run = min(64, self._probe_run * 2) if refused_again else 8
         self._refused_at = self.window
-        self.window = max(1, self.window // 2)
+        self.window = max(1, -(-self.window // 2))  # halved, rounded up: 3 -> 2
         self.smallest_window = min(self.smallest_window, self.window)
         log.info("api.concurrency", extra={"window": self.window, "reason": "429"})
 
