@@ -690,12 +690,12 @@ class ShopertiClient:
 
 
 class _Gate:
-    """How many requests of one listing may be in flight: additive increase,
-    multiplicative decrease, as TCP does for its window.
+    """How many list requests of one store (one client) may be in flight:
+    additive increase, multiplicative decrease, as TCP does for its window.
 
-    The window starts at ``limit``. A 429 halves it (rounding up; once per window: the
-    other requests that were already in flight when the API said so do not
-    halve it again) and closes the gate while the answer's ``Retry-After``
+    The window starts at ``limit``. A 429 halves it (rounding up; once per
+    window: the other requests that were already in flight when the API said
+    so do not halve it again) and closes the gate while the answer's ``Retry-After``
     runs, so the API never sees a burst of refused requests; after
     ``grow_after * window`` successes in a row the window grows by one, up
     to ``limit``. Growing back to the window that was refused last takes a
