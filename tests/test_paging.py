@@ -44,6 +44,7 @@ class FakeApi:
         empty_from: int | None = None,
         fail_page: int | None = None,
         future_date_page: int | None = None,
+        count_pages: int | None = None,
     ) -> None:
         self.total_items = total_items
         self.total_pages = total_pages
@@ -56,6 +57,7 @@ class FakeApi:
         self.empty_from = empty_from
         self.fail_page = fail_page
         self.future_date_page = future_date_page
+        self.count_pages = count_pages  # a total_pages that undercounts
         self.in_flight = 0
         self.max_in_flight = 0
         self.arrivals: list[tuple[int, int]] = []  # (page, requests in flight before it)
@@ -116,7 +118,7 @@ class FakeApi:
         items = [{"id": f"o{n}"} for n in range(first, last)]
         pagination: dict[str, Any] = {"current_page": page, "total": self.total_items}
         if self.total_pages:
-            pagination["total_pages"] = self.pages
+            pagination["total_pages"] = self.count_pages or self.pages
         if self.links and last < self.total_items:
             pagination["links"] = {
                 "next": str(request.url.copy_merge_params({"page": page + 1, "via": "link"}))
@@ -324,6 +326,14 @@ def test_an_empty_page_before_the_counted_end_ends_the_listing() -> None:
     assert [page.number for page in pages] == [1, 2, 3, 4, 5, 6]
     assert pages[-1].items == [] and pages[-1].next is None
     assert ids(pages) == [f"o{n}" for n in range(50)]
+
+
+def test_a_links_next_past_the_counted_pages_is_still_followed() -> None:
+    api = FakeApi(95, count_pages=5)
+    pages = read_all(api, 4)
+    assert ids(pages) == [f"o{n}" for n in range(95)]
+    assert [page.number for page in pages] == list(range(1, 11))
+    assert pages[-1].next is None and pages[4].next is not None
 
 
 def test_a_failing_page_stops_the_listing_after_the_pages_before_it() -> None:

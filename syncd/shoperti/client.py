@@ -468,6 +468,8 @@ class ShopertiClient:
                 # earlier answer may have counted more pages than this one), but
                 # always by number: that is how the pages after it are asked for.
                 more = page.next is not None or (bool(page.items) and page.number < last)
+                if more:
+                    last = max(last, page.number + 1)  # a links.next past the count
                 page = replace(page, next=replace(first, page=page.number + 1) if more else None)
                 yield page
                 if page.next is None:
