@@ -16,6 +16,14 @@ SQLite file in a temporary directory):
 3. **latency at a fixed rate**: p99 at an open-loop rate (e.g. 300 events/s).
 4. **backfill**: M simulated orders imported through the API, orders/s and
    peak RSS, next to the time to just download the pages, and the ratio.
+5. **backfill from a realistic API**: the same import from a simulated API
+   that answers every request in ``--api-latency`` seconds and refuses (429)
+   requests beyond ``--api-allowed`` in flight, with syncd paging at
+   ``--api-concurrency`` (default ``SYNCD_API_CONCURRENCY``, else 4). It
+   prints syncd's time next to the lower bound, the larger of
+   pages * latency / allowed and the zero-latency backfill's time, their
+   ratio (bound / time, 1.0 is the best possible) and the share of requests
+   refused as busy.
 
 The first line times a fixed pure-Python loop, so that figures from two
 machines can be compared. Not part of the test run; see README "Performance"
@@ -322,9 +330,19 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
+def bench_backfill(
+    url: str,
+    orders: int,
+    seed: int,
+    *,
+    api_latency: float = 0.0,
+    api_allowed: int = 0,
+    api_concurrency: int = 4,
+) -> dict[str, Any]:
     """Runs in a child process so its peak RSS is its own; the simulated store
-    runs in a process of its own too (``syncd simulator``)."""
+    runs in a process of its own too (``syncd simulator``). With an
+    ``api_latency`` the download-only pass is skipped (it would read the pages
+    one by one at that latency) and the API's answers are counted instead."""
     from syncd.config import load_settings
     from syncd.reconcile import sync_resource
     from syncd.shoperti.client import ShopertiClient
@@ -345,11 +363,21 @@ def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
             str(orders),
             "--history-days",
             "365",
+            "--api-latency",
+            str(api_latency),
+            "--api-max-concurrent",
+            str(api_allowed),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    answers: dict[str, int] = {}
+
+    def tally(endpoint: str, outcome: int | str) -> None:
+        answers[str(outcome)] = answers.get(str(outcome), 0) + 1
+
+    downloaded, download_s = 0, float("nan")
     try:
         assert simulator.stdout is not None
         first = simulator.stdout.readline().strip()
@@ -365,17 +393,23 @@ def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
                     count += len(page.items)
             return count
 
-        started = time.perf_counter()
-        downloaded = asyncio.run(download())
-        download_s = time.perf_counter() - started
+        if not api_latency:
+            started = time.perf_counter()
+            downloaded = asyncio.run(download())
+            download_s = time.perf_counter() - started
         reset(url)
         settings = load_settings(
-            {"SYNCD_DATABASE_URL": url, "SYNCD_API_URL": api_url, "SYNCD_API_KEY": KEY}
+            {
+                "SYNCD_DATABASE_URL": url,
+                "SYNCD_API_URL": api_url,
+                "SYNCD_API_KEY": KEY,
+                "SYNCD_API_CONCURRENCY": str(api_concurrency),
+            }
         )
         engine = make_engine(url)
 
         async def backfill() -> tuple[int, int]:
-            async with ShopertiClient(api_url, KEY) as client:
+            async with ShopertiClient(api_url, KEY, on_response=tally) as client:
                 return await sync_resource(engine, settings.store(), client, "orders", None)
 
         started = time.perf_counter()
@@ -394,7 +428,34 @@ def bench_backfill(url: str, orders: int, seed: int) -> dict[str, Any]:
         "backfill_s": backfill_s,
         "rss_before_mb": rss_before,
         "peak_rss_mb": peak_rss_mb(),
+        "answers": answers,
     }
+
+
+def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "syncd",
+            "bench",
+            "--backfill-child",
+            "--orders",
+            str(args.orders),
+            "--seed",
+            str(args.seed),
+            "--database-url",
+            url,
+            "--api-concurrency",
+            str(args.api_concurrency),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = orjson.loads(child.stdout.strip().splitlines()[-1])
+    return result
 
 
 def process_tree(pid: int) -> set[int]:
@@ -459,14 +520,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=20_000, help="orders to backfill")
     parser.add_argument("--seed", type=int, default=3, help="random seed of the simulated store")
     parser.add_argument("--skip-acks", action="store_true", help="skip the ack and latency runs")
-    parser.add_argument("--skip-backfill", action="store_true", help="skip the backfill run")
+    parser.add_argument("--skip-backfill", action="store_true", help="skip the backfill runs")
+    parser.add_argument(
+        "--api-latency",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="realistic backfill: how long the API takes to answer; 0 skips that run",
+    )
+    parser.add_argument(
+        "--api-allowed",
+        type=int,
+        default=8,
+        metavar="N",
+        help="realistic backfill: requests in flight the API allows (429 beyond)",
+    )
+    parser.add_argument(
+        "--api-concurrency",
+        type=int,
+        default=int(os.environ.get("SYNCD_API_CONCURRENCY") or 4),
+        metavar="N",
+        help="syncd's API requests in flight while paging (default: SYNCD_API_CONCURRENCY, else 4)",
+    )
     parser.add_argument("--backfill-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-api-latency", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-api-allowed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         if args.backfill_child:
-            print(orjson.dumps(bench_backfill(url, args.orders, args.seed)).decode())
+            result = bench_backfill(
+                url,
+                args.orders,
+                args.seed,
+                api_latency=args.child_api_latency,
+                api_allowed=args.child_api_allowed,
+                api_concurrency=args.api_concurrency,
+            )
+            print(orjson.dumps(result).decode())
             return 0
         upgrade(url)
         print(
@@ -501,33 +593,49 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "after the last ack"
             )
         if not args.skip_backfill:
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "syncd",
-                    "bench",
-                    "--backfill-child",
-                    "--orders",
-                    str(args.orders),
-                    "--seed",
-                    str(args.seed),
-                    "--database-url",
-                    url,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            b = orjson.loads(child.stdout.strip().splitlines()[-1])
+            b = _backfill_child(url, args)
             print(
                 f"backfill  {b['orders']} orders: {b['orders'] / b['backfill_s']:,.0f} "
                 f"orders/s ({b['backfill_s']:.1f} s); download only "
                 f"{b['downloaded'] / b['download_s']:,.0f} orders/s; ratio "
                 f"{b['download_s'] / b['backfill_s']:.2f}; peak RSS {b['peak_rss_mb']:.0f} MB "
-                f"(at start {b['rss_before_mb']:.0f} MB)"
+                f"(at start {b['rss_before_mb']:.0f} MB); API concurrency "
+                f"{args.api_concurrency}",
+                flush=True,
             )
+            if args.api_latency > 0:
+                print_realistic(args, b, _backfill_child(url, args, *realistic_flags(args)))
     return 0
+
+
+def realistic_flags(args: argparse.Namespace) -> list[str]:
+    return [
+        "--child-api-latency",
+        str(args.api_latency),
+        "--child-api-allowed",
+        str(args.api_allowed),
+    ]
+
+
+def print_realistic(args: argparse.Namespace, zero: dict[str, Any], real: dict[str, Any]) -> None:
+    answers: dict[str, int] = real["answers"]
+    pages = answers.get("200", 0)
+    requests = sum(answers.values())
+    busy = answers.get("429", 0)
+    api_bound = pages * args.api_latency / args.api_allowed
+    bound = max(api_bound, zero["backfill_s"])
+    seconds = real["backfill_s"]
+    print(
+        f"realistic {real['orders']} orders from an API answering in "
+        f"{args.api_latency * 1000:.0f} ms, {args.api_allowed} requests allowed in flight, "
+        f"syncd API concurrency {args.api_concurrency}: {seconds:.1f} s "
+        f"({real['orders'] / seconds:,.0f} orders/s); lower bound {bound:.1f} s = max("
+        f"{pages} pages x {args.api_latency:g} s / {args.api_allowed} = {api_bound:.1f} s, "
+        f"zero-latency backfill {zero['backfill_s']:.1f} s); bound/time = "
+        f"{bound / seconds:.2f} (target >= 0.8); refused as busy {busy} of {requests} "
+        f"requests ({100 * busy / max(requests, 1):.2f} %, target < 1 %)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

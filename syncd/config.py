@@ -27,6 +27,8 @@ from syncd.localtime import DEFAULT_TIMEZONE
 VerifyMode = Literal["api", "off"]
 DEFAULT_DATABASE_URL = "sqlite:///syncd.db"
 STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_API_CONCURRENCY = 4
+MAX_API_CONCURRENCY = 64
 
 
 class Secret:
@@ -60,6 +62,7 @@ class StoreConfig:
     webhook_secret: Secret | None = None
     verify: VerifyMode = "off"
     timezone: str = DEFAULT_TIMEZONE  # IANA zone name of the store's own clock
+    api_concurrency: int = 4  # API list requests in flight while paging (backfill, reconcile)
 
     @property
     def has_api(self) -> bool:
@@ -128,7 +131,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(missing, "SYNCD_API_URL and SYNCD_API_KEY must be set together")
     webhook_secret = env.secret("SYNCD_WEBHOOK_SECRET", "webhook_secret")
     verify = _verify_mode("SYNCD_VERIFY", env.text("SYNCD_VERIFY"), has_key=api_key is not None)
-    env_store = StoreConfig(default_store, api_url, api_key, webhook_secret, verify)
+    api_concurrency = env.integer(
+        "SYNCD_API_CONCURRENCY", DEFAULT_API_CONCURRENCY, low=1, high=MAX_API_CONCURRENCY
+    )
+    env_store = StoreConfig(
+        default_store, api_url, api_key, webhook_secret, verify, api_concurrency=api_concurrency
+    )
     env_store = _with_env_timezone(env_store, env, from_toml=default_store in stores)
     if default_store in stores:
         if api_url or webhook_secret or env.text("SYNCD_VERIFY"):
@@ -301,6 +309,7 @@ _STORE_KEYS = {
     "webhook_secret_file",
     "verify",
     "timezone",
+    "api_concurrency",
 }
 
 
@@ -335,8 +344,28 @@ def _store_from_table(where: str, table: Any, env: _Env) -> StoreConfig:
     if (api_url is None) != (api_key is None):
         raise ConfigError(f"{where} api_url", "api_url and api_key must be set together")
     verify = _verify_mode(f"{where} verify", text("verify"), has_key=api_key is not None)
-    store = StoreConfig(name, api_url, api_key, secret("webhook_secret"), verify)
+    store = StoreConfig(
+        name,
+        api_url,
+        api_key,
+        secret("webhook_secret"),
+        verify,
+        api_concurrency=_toml_api_concurrency(f"{where} api_concurrency", table, env),
+    )
     return _with_toml_timezone(store, f"{where} timezone", table.get("timezone"))
+
+
+def _toml_api_concurrency(variable: str, table: dict[str, Any], env: _Env) -> int:
+    """A store's ``api_concurrency``; without the key, ``SYNCD_API_CONCURRENCY`` (or 4)."""
+    raw = table.get("api_concurrency")
+    if raw is None:
+        return env.integer(
+            "SYNCD_API_CONCURRENCY", DEFAULT_API_CONCURRENCY, low=1, high=MAX_API_CONCURRENCY
+        )
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(variable, f"expected a whole number, got {raw!r}")
+    _check_range(variable, raw, 1, MAX_API_CONCURRENCY)
+    return raw
 
 
 # --- the store's time zone ---------------------------------------------------------

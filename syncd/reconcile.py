@@ -167,8 +167,14 @@ async def sync_resource(
 
     async def download() -> None:
         try:
-            async for page in client.pages(resource, since=since, start=start):
-                await pages.put(page)
+            # Up to api_concurrency requests in flight; pages still come in order,
+            # so each checkpoint below is exactly where a rerun must start.
+            listing = client.pages(
+                resource, since=since, start=start, concurrency=store.api_concurrency
+            )
+            async with contextlib.aclosing(listing):  # closed: no request left in flight
+                async for page in listing:
+                    await pages.put(page)
             await pages.put(None)
         except Exception as exc:
             await pages.put(exc)
@@ -352,17 +358,19 @@ async def reconcile_store(
             else:
                 since = cursor - lookback
                 report.since = _iso(since)
-                async for page in client.pages("events", since=since):
-                    added = await asyncio.to_thread(
-                        inbox.add_events,
-                        engine,
-                        store.name,
-                        page.items,
-                        source="reconcile",
-                        verified=True,
-                    )
-                    report.events_seen += added.seen
-                    report.found += len(added.new_ids)
+                listing = client.pages("events", since=since, concurrency=store.api_concurrency)
+                async with contextlib.aclosing(listing):  # closed: no request left in flight
+                    async for page in listing:
+                        added = await asyncio.to_thread(
+                            inbox.add_events,
+                            engine,
+                            store.name,
+                            page.items,
+                            source="reconcile",
+                            verified=True,
+                        )
+                        report.events_seen += added.seen
+                        report.found += len(added.new_ids)
                 if apply_now:
                     await asyncio.to_thread(
                         _drain, engine, store, settings.worker_batch_size, settings.max_attempts

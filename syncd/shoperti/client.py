@@ -26,11 +26,12 @@ It must never:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -184,6 +185,7 @@ class Copy(NamedTuple):
 class _Answer(NamedTuple):
     body: Any
     date: datetime | None  # the API's clock when it answered (its Date header)
+    sent_at: datetime | None = None  # when the request that got this answer was sent
 
 
 def _read_time(answer: _Answer, sent_at: datetime) -> datetime:
@@ -265,6 +267,8 @@ class ShopertiClient:
         self._sleep = sleep
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._clock = clock
+        # One window for the store's listings, so what a 429 taught outlives a listing.
+        self._gate: _Gate | None = None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
@@ -333,7 +337,9 @@ class ShopertiClient:
         since: datetime | None,
         per_page: int = MAX_PER_PAGE,
         start: PageCursor | None = None,
-    ) -> AsyncIterator[Page]:
+        concurrency: int = 1,
+        ahead: int | None = None,
+    ) -> AsyncGenerator[Page, None]:
         """Iterate over a listing page by page, oldest first (SPEC §2).
 
         ``since`` maps to ``created_at_min`` for events and ``updated_at_min``
@@ -341,9 +347,22 @@ class ShopertiClient:
         cursor saved from ``Page.next``) the listing resumes where it stopped:
         the cursor carries its own query, so ``since`` and ``per_page`` are
         then ignored. Arguments are checked here, before any request.
+
+        With ``concurrency`` above 1 and an API that says how many pages there
+        are (``total_pages``), the pages after the first are asked for by
+        number, up to ``concurrency`` requests in flight, fewer while the API
+        answers 429 (see :class:`_Gate`); they are still handed out in order,
+        each with the ``next`` cursor of a sequential listing. At most
+        ``ahead`` pages (default ``2 * concurrency``) are requested or held
+        beyond the one the caller waits for. Without ``total_pages`` the
+        listing follows ``links.next`` (or the page numbers) one page at a time.
         """
         if resource not in RESOURCES:
             raise ValueError(f"unknown resource {resource!r}; expected one of {RESOURCES}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
+        if ahead is not None and ahead < 1:
+            raise ValueError(f"ahead must be at least 1, not {ahead!r}")
         if start is None:
             cursor = PageCursor(
                 resource=resource,
@@ -355,44 +374,111 @@ class ShopertiClient:
             raise ValueError(f"cursor is for {start.resource!r}, not {resource!r}")
         else:
             cursor = start
-        return self._iter_pages(cursor)
+        return self._iter_pages(cursor, concurrency, ahead or 2 * concurrency)
 
-    async def _iter_pages(self, cursor: PageCursor) -> AsyncIterator[Page]:
+    async def _iter_pages(
+        self, cursor: PageCursor, concurrency: int = 1, ahead: int = 2
+    ) -> AsyncGenerator[Page, None]:
         endpoint = f"{cursor.resource}.list"
         seen_urls: set[str] = set()
         previous_number: int | None = None
         next_cursor: PageCursor | None = cursor
+        gate = self._gate_for(concurrency) if concurrency > 1 else None
         while next_cursor is not None:
             cursor = next_cursor
-            if cursor.url is not None:
-                url = self._checked_next_url(endpoint, cursor.url)
-                # A server that links a page to itself (or back) would keep us here forever.
+            page = await self._read_page(endpoint, cursor, seen_urls, gate=gate)
+            if previous_number is not None and page.number <= previous_number:
+                raise WireError(
+                    f"{endpoint}: page {page.number} came after page {previous_number}; "
+                    "the listing does not advance"
+                )
+            previous_number = page.number
+            yield page
+            next_cursor = page.next
+            if gate is not None and page.total_pages is not None and next_cursor is not None:
+                # The API says how many pages there are: ask for the rest by number.
+                async for later in self._concurrent_pages(
+                    endpoint, replace(next_cursor, url=None), page.total_pages, gate, ahead
+                ):
+                    yield later
+                return
+
+    def _gate_for(self, concurrency: int) -> _Gate:
+        if self._gate is None or self._gate.limit != concurrency:
+            self._gate = _Gate(concurrency, self._sleep)
+        return self._gate
+
+    async def _read_page(
+        self,
+        endpoint: str,
+        cursor: PageCursor,
+        seen_urls: set[str] | None = None,
+        *,
+        gate: _Gate | None = None,
+    ) -> Page:
+        """One page of a listing, with the cursor of the page after it."""
+        if cursor.url is not None:
+            url = self._checked_next_url(endpoint, cursor.url)
+            # A server that links a page to itself (or back) would keep us here forever.
+            if seen_urls is not None:
                 if str(url) in seen_urls:
                     raise WireError(f"{endpoint}: links.next points back to a page already read")
                 seen_urls.add(str(url))
-                params: dict[str, str | int] | None = None
-            else:
-                url = self._base.copy_with(path=f"{self._base.path.rstrip('/')}/{cursor.resource}")
-                params = cursor.query()
-            read_at = datetime.now(UTC)
-            answer = await self._answer(endpoint, url, params=params)
-            envelope = _parse_page(endpoint, answer.body, cursor)
-            if previous_number is not None and envelope.number <= previous_number:
-                raise WireError(
-                    f"{endpoint}: page {envelope.number} came after page {previous_number}; "
-                    "the listing does not advance"
-                )
-            previous_number = envelope.number
-            page = Page(
-                items=envelope.items,
-                number=envelope.number,
-                total_pages=envelope.total_pages,
-                total=envelope.total,
-                next=self._next_cursor(endpoint, cursor, url, envelope),
-                read_at=_read_time(answer, read_at),
-            )
-            yield page
-            next_cursor = page.next
+            params: dict[str, str | int] | None = None
+        else:
+            url = self._base.copy_with(path=f"{self._base.path.rstrip('/')}/{cursor.resource}")
+            params = cursor.query()
+        answer = await self._answer(endpoint, url, params=params, gate=gate, priority=cursor.page)
+        envelope = _parse_page(endpoint, answer.body, cursor)
+        return Page(
+            items=envelope.items,
+            number=envelope.number,
+            total_pages=envelope.total_pages,
+            total=envelope.total,
+            next=self._next_cursor(endpoint, cursor, url, envelope),
+            read_at=_read_time(answer, answer.sent_at or datetime.now(UTC)),
+        )
+
+    async def _concurrent_pages(
+        self, endpoint: str, first: PageCursor, total_pages: int, gate: _Gate, ahead: int
+    ) -> AsyncGenerator[Page, None]:
+        """Pages ``first.page`` … ``total_pages`` read concurrently, handed out in order.
+
+        ``total_pages`` follows the largest count any answer gives (a listing
+        may grow while it is read); an empty page ends the listing, like a
+        sequential one, and pages asked for beyond it are dropped unread.
+        Every request still in flight is cancelled when the iteration stops.
+        """
+        tasks: dict[int, asyncio.Task[Page]] = {}
+        to_request = to_hand = first.page
+        last = total_pages
+        try:
+            while to_hand <= last:
+                # Bounded memory: requested or held pages never exceed ``ahead`` + 1.
+                while to_request <= last and to_request - to_hand <= ahead:
+                    tasks[to_request] = asyncio.create_task(
+                        self._read_page(endpoint, replace(first, page=to_request), gate=gate),
+                        name=f"syncd-{endpoint}-page-{to_request}",
+                    )
+                    to_request += 1
+                page = await tasks.pop(to_hand)
+                if page.total_pages is not None:
+                    last = max(last, page.total_pages)
+                # As a sequential listing would go on (an empty page ends it; an
+                # earlier answer may have counted more pages than this one), but
+                # always by number: that is how the pages after it are asked for.
+                more = page.next is not None or (bool(page.items) and page.number < last)
+                if more:
+                    last = max(last, page.number + 1)  # a links.next past the count
+                page = replace(page, next=replace(first, page=page.number + 1) if more else None)
+                yield page
+                if page.next is None:
+                    return
+                to_hand += 1
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
 
     def _next_cursor(
         self, endpoint: str, cursor: PageCursor, url: httpx.URL, envelope: _Envelope
@@ -433,8 +519,14 @@ class ShopertiClient:
         url: httpx.URL,
         *,
         params: Mapping[str, str | int] | None = None,
+        gate: _Gate | None = None,
+        priority: int = 0,
     ) -> _Answer:
-        """GET ``url`` with retries; a 2xx answer's decoded JSON and Date header."""
+        """GET ``url`` with retries; a 2xx answer's decoded JSON and Date header.
+
+        With a ``gate`` each attempt waits for a slot (lowest ``priority``
+        first), a 429 narrows the gate and closes it for the ``Retry-After``,
+        and a 2xx counts towards widening it again."""
         if _Origin.of(url) != self._origin:  # pragma: no cover - guarded by callers
             raise ApiError(f"{endpoint}: refusing to send the API key outside the API origin")
         headers = {"Authorization": f"Bearer {self._api_key}"}
@@ -442,6 +534,8 @@ class ShopertiClient:
         last_reason = ""
         for attempt in range(1, self._max_attempts + 1):
             delay: float | None = None
+            epoch = await gate.acquire(priority) if gate is not None else 0
+            sent_at = datetime.now(UTC)
             try:
                 response = await self._http.get(url, params=params, headers=headers)
             except (
@@ -470,8 +564,10 @@ class ShopertiClient:
                 status = response.status_code
                 self._report(endpoint, status)
                 if 200 <= status < 300:
+                    if gate is not None:
+                        gate.success()
                     body = _decode_json(endpoint, response.content)
-                    return _Answer(body, _http_date(response.headers.get("date")))
+                    return _Answer(body, _http_date(response.headers.get("date")), sent_at)
                 if status == 401:
                     raise ApiAuthError(
                         f"Shoperti API at {self.api_url} refused the API key (401) for "
@@ -519,6 +615,11 @@ class ShopertiClient:
                     )
                 if status in (429, 503):
                     delay = self._retry_after(response.headers.get("Retry-After"))
+                if status == 429 and gate is not None:
+                    gate.busy(epoch)
+            finally:
+                if gate is not None:
+                    gate.release()
             if delay is None:
                 delay = self._backoff(attempt)
             log.warning(
@@ -532,7 +633,10 @@ class ShopertiClient:
                     "delay": delay,
                 },
             )
-            await self._sleep(delay)
+            if gate is not None and last_status == 429:
+                await gate.pause(delay)  # nobody asks while the API says it is busy
+            else:
+                await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     def _backoff(self, attempt: int) -> float:
@@ -582,6 +686,110 @@ class ShopertiClient:
 
     def _for_store(self) -> str:
         return f" (store {self.store!r})" if self.store is not None else ""
+
+
+# -- concurrency of a listing ------------------------------------------------------
+
+
+class _Gate:
+    """How many list requests of one store (one client) may be in flight:
+    additive increase, multiplicative decrease, as TCP does for its window.
+
+    The window starts at ``limit``. A 429 halves it (rounding up; once per
+    window: the other requests that were already in flight when the API said
+    so do not halve it again) and closes the gate while the answer's ``Retry-After``
+    runs, so the API never sees a burst of refused requests; after
+    ``grow_after * window`` successes in a row the window grows by one, up
+    to ``limit``. Growing back to the window that was refused last takes a
+    run eight times as long, twice as long again each time that window is
+    refused once more (up to 64 times): an API that allows a fixed number is
+    probed ever more rarely. Waiting requests go in ``priority`` order (page
+    number), so the page the writer waits for is asked for first.
+    """
+
+    def __init__(self, limit: int, sleep: Sleep, *, grow_after: int = 4) -> None:
+        self.limit = limit
+        self.window = limit
+        self.in_flight = 0
+        self.smallest_window = limit
+        self._sleep = sleep
+        self._grow_after = grow_after
+        self._epoch = 0  # bumped by each narrowing
+        self._refused_at = limit + 1  # the window of the last 429
+        self._probe_run = 8  # how much longer the run back to that window is
+        self._successes = 0
+        self._pausing = 0
+        self._order = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+
+    def _open(self) -> bool:
+        return self._pausing == 0 and self.in_flight < self.window
+
+    async def acquire(self, priority: int) -> int:
+        """Wait for a slot; returns the window's epoch for :meth:`busy`."""
+        if self._open() and not self._waiting:
+            self.in_flight += 1
+            return self._epoch
+        while True:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._order += 1
+            heapq.heappush(self._waiting, (priority, self._order, granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self.release()  # granted just as we were cancelled: hand it on
+                raise
+            if self._pausing == 0:
+                return self._epoch
+            # A 429 closed the gate between the grant and now: wait for it to open.
+            self.in_flight -= 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self._open():
+            _, _, granted = heapq.heappop(self._waiting)
+            if granted.done():  # its task was cancelled while waiting
+                continue
+            self.in_flight += 1
+            granted.set_result(None)
+
+    def success(self) -> None:
+        self._successes += 1
+        run = self._grow_after * self.window
+        if self.window + 1 == self._refused_at:
+            run *= self._probe_run
+        if self.window < self.limit and self._successes >= run:
+            self.window += 1
+            self._successes = 0
+            log.info("api.concurrency", extra={"window": self.window, "reason": "grow"})
+            self._wake()
+
+    def busy(self, epoch: int) -> None:
+        """The API answered 429 to a request sent in ``epoch``: the gate closes
+        at once; the caller must then :meth:`pause`, which opens it again."""
+        self._pausing += 1
+        self._successes = 0
+        if epoch != self._epoch:
+            return  # sent before the last narrowing, which already counted it
+        self._epoch += 1
+        refused_again = self.window == self._refused_at
+        self._probe_run = min(64, self._probe_run * 2) if refused_again else 8
+        self._refused_at = self.window
+        self.window = max(1, -(-self.window // 2))  # halved, rounded up: 3 -> 2
+        self.smallest_window = min(self.smallest_window, self.window)
+        log.info("api.concurrency", extra={"window": self.window, "reason": "429"})
+
+    async def pause(self, seconds: float) -> None:
+        """Keep the gate closed by :meth:`busy` for ``seconds`` (the ``Retry-After``)."""
+        try:
+            await self._sleep(seconds)
+        finally:
+            self._pausing -= 1
+            self._wake()
 
 
 # -- helpers (envelope only) -----------------------------------------------------

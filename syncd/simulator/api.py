@@ -19,7 +19,9 @@ Behaviour worth knowing when writing a client against it:
   ``GET /orders/{id}`` of a deleted one answers 404 unless the ``tombstone`` quirk
   is chosen.
 - Faults (429 with ``Retry-After``, 500/502/503, slow answers) hit before auth, the
-  way a gateway in front of the platform would.
+  way a gateway in front of the platform would. ``api_latency`` delays every
+  answer; with ``api_max_concurrent`` a request that arrives while that many are
+  in flight is refused at once with 429 and ``Retry-After`` (counted in ``busy``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ class ApiContext:
     rng: random.Random
     answers: Counter[int] = field(default_factory=Counter)
     """API answers by status code."""
+    in_flight: int = 0
+    """Requests being answered now (for ``Faults.api_max_concurrent``)."""
+    busy: int = 0
+    """Requests refused with 429 because ``api_max_concurrent`` were in flight."""
+    peak_in_flight: int = 0
+    """The most requests answered at once so far."""
 
 
 class _ClientError(Exception):
@@ -151,6 +159,28 @@ def create_app(ctx: ApiContext) -> Starlette:
 
 
 async def _answer(ctx: ApiContext, handler: Handler, request: Request) -> Response:
+    faults = ctx.faults
+    if faults.api_max_concurrent and ctx.in_flight >= faults.api_max_concurrent:
+        ctx.busy += 1
+        if faults.api_latency:
+            await asyncio.sleep(faults.api_latency)
+        return _error(
+            429,
+            "rate_limited",
+            "Too many requests in flight.",
+            {"Retry-After": str(faults.api_retry_after)},
+        )
+    ctx.in_flight += 1
+    ctx.peak_in_flight = max(ctx.peak_in_flight, ctx.in_flight)
+    try:
+        if faults.api_latency:
+            await asyncio.sleep(faults.api_latency)
+        return await _faulty_answer(ctx, handler, request)
+    finally:
+        ctx.in_flight -= 1
+
+
+async def _faulty_answer(ctx: ApiContext, handler: Handler, request: Request) -> Response:
     faults = ctx.faults
     roll = ctx.rng.random()
     if roll < faults.api_429_rate:

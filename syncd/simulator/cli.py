@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--api-slow-seconds", type=float, default=0.0, help="delay of a slow answer")
     api.add_argument("--retry-after", type=int, default=1, help="Retry-After of a 429, seconds")
     api.add_argument(
+        "--api-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="every API answer takes this long (a real API's round trip)",
+    )
+    api.add_argument(
+        "--api-max-concurrent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="answer 429 (with Retry-After) to requests beyond N in flight; 0: no limit",
+    )
+    api.add_argument(
         "--omit-links", action="store_true", help="lists without links.next (page numbers only)"
     )
     api.add_argument(
@@ -173,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 api_slow_rate=args.api_slow_rate,
                 api_slow_seconds=args.api_slow_seconds,
                 api_retry_after=args.retry_after,
+                api_latency=args.api_latency,
+                api_max_concurrent=args.api_max_concurrent,
             ),
             time_scale=args.time_scale,
             retention_seconds=int(args.retention_days * 86400),
@@ -281,7 +297,7 @@ def _summarize(store: SimulatedStore) -> None:
             f"{stats.attempted} attempts, {stats.retried} retries, "
             f"{stats.duplicated} duplicates, answers {stats.answers}"
         )
-    print(f"api: answers {store.api_answers}", flush=True)
+    print(f"api: answers {store.api_answers}, {store.api_busy} refused as busy", flush=True)
 
 
 def _write_truth(store: SimulatedStore, path: Path) -> None:

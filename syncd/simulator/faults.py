@@ -25,6 +25,11 @@ class Faults:
     """API requests answered only after ``api_slow_seconds`` (to provoke timeouts)."""
     api_slow_seconds: float = 0.0
     api_retry_after: int = 1
+    api_latency: float = 0.0
+    """Seconds every API answer takes (a real API's round trip and work), 0: none."""
+    api_max_concurrent: int = 0
+    """API requests beyond this many in flight are answered 429 with
+    ``Retry-After: api_retry_after`` (counted in ``api_busy``); 0: no limit."""
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -38,3 +43,5 @@ class Faults:
             raise ValueError("Faults.reorder_window, delay_max and api_slow_seconds must be >= 0")
         if self.api_retry_after < 0:
             raise ValueError("Faults.api_retry_after must be >= 0")
+        if self.api_latency < 0 or self.api_max_concurrent < 0:
+            raise ValueError("Faults.api_latency and api_max_concurrent must be >= 0")

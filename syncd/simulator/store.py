@@ -321,6 +321,21 @@ class SimulatedStore:
         """API answers by status code."""
         return self._on_loop(lambda: dict(sorted(self._api.answers.items())))
 
+    @property
+    def api_busy(self) -> int:
+        """API requests refused with 429 because ``Faults.api_max_concurrent`` were in flight."""
+        return self._on_loop(lambda: self._api.busy)
+
+    @property
+    def api_in_flight(self) -> int:
+        """API requests being answered right now."""
+        return self._on_loop(lambda: self._api.in_flight)
+
+    @property
+    def api_peak_in_flight(self) -> int:
+        """The most API requests answered at once so far."""
+        return self._on_loop(lambda: self._api.peak_in_flight)
+
     def _delivered(self) -> list[str]:
         if self._sender is None:
             return []
