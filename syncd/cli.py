@@ -16,9 +16,9 @@ from typing import Any
 
 from syncd.config import Settings, StoreConfig, load_settings
 from syncd.errors import SyncdError
+from syncd.vocabulary import RETRYABLE, EventStatus
 
 log = logging.getLogger("syncd.cli")
-EVENT_STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
 
 
 SETTINGS_HELP = """\
@@ -156,7 +156,7 @@ def _events_parser(commands: Any) -> None:
     actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="events, newest first (never payloads)")
     listing.add_argument("--store", help="store name (default: all stores)")
-    listing.add_argument("--status", choices=EVENT_STATUSES, help="only events in STATUS")
+    listing.add_argument("--status", choices=tuple(EventStatus), help="only events in STATUS")
     listing.add_argument("--type", help="only events of type T (e.g. order.paid)")
     listing.add_argument("--since", type=_date, help="only events received since DATE")
     listing.add_argument("--limit", type=_positive, default=50, help="at most N (default 50)")
@@ -170,7 +170,7 @@ def _events_parser(commands: Any) -> None:
     retry.add_argument("--store", help="store name (default: all stores)")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", nargs="+", metavar="ID", help="these events")
-    which.add_argument("--status", choices=("failed", "rejected"), help="every event in STATUS")
+    which.add_argument("--status", choices=RETRYABLE, help="every event in STATUS")
     retry.add_argument("--dry-run", action="store_true", help="say how many, change nothing")
 
 

@@ -18,13 +18,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError
 from syncd.localtime import DEFAULT_TIMEZONE
+from syncd.vocabulary import VerifyMode
 
-VerifyMode = Literal["api", "off"]
 DEFAULT_DATABASE_URL = "sqlite:///syncd.db"
 STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -58,7 +58,7 @@ class StoreConfig:
     api_url: str | None = None
     api_key: Secret | None = None
     webhook_secret: Secret | None = None
-    verify: VerifyMode = "off"
+    verify: VerifyMode = VerifyMode.OFF
     timezone: str = DEFAULT_TIMEZONE  # IANA zone name of the store's own clock
 
     @property
@@ -180,12 +180,12 @@ def _log_level(value: str | None) -> str:
 
 def _verify_mode(variable: str, value: str | None, *, has_key: bool) -> VerifyMode:
     if value is None or value == "":
-        return "api" if has_key else "off"
-    if value not in ("api", "off"):
+        return VerifyMode.API if has_key else VerifyMode.OFF
+    if value not in tuple(VerifyMode):
         raise ConfigError(variable, f"expected 'api' or 'off', got {value!r}")
-    if value == "api" and not has_key:
+    if value == VerifyMode.API and not has_key:
         raise ConfigError(variable, "'api' needs an API URL and key for the store")
-    return value  # type: ignore[return-value]
+    return VerifyMode(value)
 
 
 class _Env:

@@ -28,6 +28,7 @@ from syncd.db import dialect
 from syncd.db.models import Event as EventRow
 from syncd.errors import DatabaseUnavailable
 from syncd.shoperti import wire
+from syncd.vocabulary import EventSource, EventStatus
 
 log = logging.getLogger("syncd.inbox")
 DEADLOCK_RETRIES = 5
@@ -42,7 +43,7 @@ def event_row(
     store: str,
     event: wire.Event,
     *,
-    source: str,
+    source: EventSource,
     verified: bool,
     snapshot: bool = False,
     now: datetime | None = None,
@@ -57,7 +58,7 @@ def event_row(
         "created_at": event.created_at,
         "received_at": now,
         "source": source,
-        "status": "pending",
+        "status": EventStatus.PENDING,
         "verified": verified,
         "snapshot": snapshot,
         "attempts": 0,
@@ -94,7 +95,7 @@ def add_events(
     store: str,
     payloads: Sequence[Mapping[str, Any]],
     *,
-    source: str,
+    source: EventSource,
     verified: bool,
     also: Callable[[Connection, Added], None] | None = None,
 ) -> Added:
@@ -136,7 +137,7 @@ def fetched_row(
     store: str,
     event: wire.Event,
     *,
-    source: str,
+    source: EventSource,
     verified: bool,
     snapshot: bool = False,
     now: datetime,
@@ -145,7 +146,9 @@ def fetched_row(
     once when it cannot be stored (:func:`parse_fetched`)."""
     row = event_row(store, event, source=source, verified=verified, snapshot=snapshot, now=now)
     if event.unstorable is not None:
-        row.update(status="failed", last_error=event.unstorable, attempts=1, processed_at=now)
+        row.update(
+            status=EventStatus.FAILED, last_error=event.unstorable, attempts=1, processed_at=now
+        )
     return row
 
 

@@ -25,6 +25,7 @@ from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import GroupCommitter, event_row
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
+from syncd.vocabulary import EventSource
 
 log = logging.getLogger("syncd.receiver")
 
@@ -184,7 +185,7 @@ class WebhookEndpoint:
         except WireError as exc:
             return error(400, str(exc))
         # Verified only by the API, never by the poster; 'off' applies it as is.
-        row = event_row(store.name, event, source="webhook", verified=False)
+        row = event_row(store.name, event, source=EventSource.WEBHOOK, verified=False)
         try:
             await self.committer.put(row)
         except DatabaseUnavailable as exc:

@@ -40,6 +40,7 @@ from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
+from syncd.vocabulary import EventSource
 from syncd.worker import add_and_apply, apply_pending
 
 log = logging.getLogger("syncd.reconcile")
@@ -195,7 +196,7 @@ async def sync_resource(
             write_state_on(conn, store.name, checkpoint_name, value)
 
         added = await asyncio.to_thread(
-            add_and_apply, engine, store, batch, source="backfill", also=checkpoint
+            add_and_apply, engine, store, batch, source=EventSource.BACKFILL, also=checkpoint
         )
         seen = seen_after
         found += len(added.new_ids)
@@ -271,7 +272,7 @@ async def refresh_undecided(
             )
 
     await asyncio.to_thread(
-        add_and_apply, engine, store, snapshots, source="reconcile", also=settled
+        add_and_apply, engine, store, snapshots, source=EventSource.RECONCILE, also=settled
     )
     log.info("reconcile.refreshed", extra={"store": store.name, "count": len(snapshots)})
     return len(snapshots)
@@ -355,7 +356,7 @@ async def reconcile_store(
                         engine,
                         store.name,
                         page.items,
-                        source="reconcile",
+                        source=EventSource.RECONCILE,
                         verified=True,
                     )
                     report.events_seen += added.seen

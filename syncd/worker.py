@@ -40,6 +40,7 @@ from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics, type_label
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
+from syncd.vocabulary import BACKLOG, EventSource, EventStatus, VerifyMode
 
 log = logging.getLogger("syncd.worker")
 events: Table = EventRow.__table__  # type: ignore[assignment]
@@ -91,14 +92,14 @@ def claim(store: StoreConfig, now: datetime, limit: int) -> Select[Any]:
     ready = (
         _events_to_apply(
             store.name,
-            events.c.status == "pending",
+            events.c.status == EventStatus.PENDING,
             or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
         )
         .order_by(events.c.received_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    if store.verify == "api":
+    if store.verify == VerifyMode.API:
         ready = ready.where(events.c.verified.is_(True))
     return ready
 
@@ -108,7 +109,7 @@ def add_and_apply(
     store: StoreConfig,
     payloads: Sequence[Mapping[str, Any]],
     *,
-    source: str,
+    source: EventSource,
     snapshot: bool = True,
     also: Callable[[Connection, inbox.Added], None] | None = None,
 ) -> inbox.Added:
@@ -143,12 +144,12 @@ def add_and_apply(
                 continue
             outcome = outcomes[event.id]
             row.update(attempts=1, last_error=outcome.error)
-            if outcome.status == "retry":
+            if outcome.status == apply.RETRY:
                 row["next_attempt_at"] = now + retry_delay(1)
             else:
                 row.update(status=outcome.status, processed_at=now)
-                if outcome.status == "failed":
-                    gave_up(store.name, event.id, event.type, "failed", outcome.error)
+                if outcome.status == EventStatus.FAILED:
+                    gave_up(store.name, event.id, event.type, outcome.status, outcome.error)
             rows.append(row)
         inbox.put(conn, rows, expect_new=True)
         added = inbox.Added(new_ids=[event.id for event in fresh], seen=len(events_in))
@@ -174,7 +175,7 @@ def _write_isolated(
             raise
         log.warning("apply.batch_failed", extra={"store": store, "error": type(exc).__name__})
     for event in stored:
-        if outcomes[event.id].status != "applied":
+        if outcomes[event.id].status != EventStatus.APPLIED:
             continue
         single, _ = apply.collect(store, [event])
         try:
@@ -185,13 +186,15 @@ def _write_isolated(
                 raise
             if isinstance(exc, StatementError) and isinstance(exc.orig, ValueError):
                 # A value our own column types refuse: no retry will change it.
-                outcomes[event.id] = apply.Outcome("failed", str(exc.orig))
+                outcomes[event.id] = apply.Outcome(EventStatus.FAILED, str(exc.orig))
             else:
-                outcomes[event.id] = apply.Outcome("retry", f"database error: {_short(exc)}")
+                outcomes[event.id] = apply.Outcome(apply.RETRY, f"database error: {_short(exc)}")
     return outcomes
 
 
-def gave_up(store: str, event_id: str, event_type: str, status: str, reason: str | None) -> None:
+def gave_up(
+    store: str, event_id: str, event_type: str, status: EventStatus, reason: str | None
+) -> None:
     """One WARNING line per event that ended failed or rejected: its id, type
     and reason, never its payload (the log formatter masks e-mail addresses
     in the reason too)."""
@@ -224,30 +227,30 @@ def _mark(
     groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for row in rows:
         outcome = outcomes[row.id]
-        status = outcome.status
         attempts = row.attempts + 1
-        if status == "retry":
-            if attempts >= max_attempts:
-                status = "failed"
-            else:
-                conn.execute(
-                    update(events)
-                    .where(events.c.store == store, events.c.id == row.id)
-                    .values(
-                        attempts=attempts,
-                        last_error=outcome.error,
-                        next_attempt_at=now + retry_delay(attempts),
-                    )
+        if outcome.status != apply.RETRY:
+            status = EventStatus(outcome.status)
+        elif attempts >= max_attempts:
+            status = EventStatus.FAILED
+        else:
+            conn.execute(
+                update(events)
+                .where(events.c.store == store, events.c.id == row.id)
+                .values(
+                    attempts=attempts,
+                    last_error=outcome.error,
+                    next_attempt_at=now + retry_delay(attempts),
                 )
-                report.retried += 1
-                continue
+            )
+            report.retried += 1
+            continue
         groups[(status, outcome.error)].append(row.id)
         report.by_type[(type_label(row.type), status)] += 1
-        if status == "applied":
+        if status == EventStatus.APPLIED:
             report.applied += 1
             if row.created_at is not None:
                 report.lags.append(max((now - row.created_at).total_seconds(), 0.0))
-        elif status == "ignored":
+        elif status == EventStatus.IGNORED:
             report.ignored += 1
         else:
             report.failed += 1
@@ -295,11 +298,30 @@ def _set_outcomes(
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verified:
+    """The API's copy of the event, to be applied in place of the posted body."""
+
     event_id: str
-    copy: dict[str, Any] | None = None  # the API's copy: apply it
-    rejected: str | None = None  # why it must never be applied
-    retry: str | None = None  # transient: try again later
+    copy: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The event must never be applied; ``reason`` says why."""
+
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyLater:
+    """Verification did not happen (the API is down or slow): try again later."""
+
+    event_id: str
+    reason: str
+
+
+Verdict = Verified | Rejected | VerifyLater
 
 
 def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[str, Any], int]]:
@@ -309,7 +331,7 @@ def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[s
             select(events.c.id, events.c.payload, events.c.attempts)
             .where(
                 events.c.store == store,
-                events.c.status == "pending",
+                events.c.status == EventStatus.PENDING,
                 events.c.verified.is_(False),
                 or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             )
@@ -324,27 +346,27 @@ async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str,
     try:
         copy = await client.get_event(event_id)
     except ApiNotFound:
-        return Verdict(event_id, rejected="the API does not know this event id")
+        return Rejected(event_id, "the API does not know this event id")
     except ApiError as exc:
-        return Verdict(event_id, retry=f"verification failed: {exc}")
+        return VerifyLater(event_id, f"verification failed: {exc}")
     copy, unstorable = wire.prepare(copy)  # as the inbox stores it, so ids compare alike
     if unstorable is not None:
-        return Verdict(event_id, rejected=f"the API's copy cannot be stored: {unstorable}")
+        return Rejected(event_id, f"the API's copy cannot be stored: {unstorable}")
     try:
         theirs = wire.parse_event(copy)
     except WireError as exc:
-        return Verdict(event_id, rejected=f"the API's copy is malformed: {exc}")
+        return Rejected(event_id, f"the API's copy is malformed: {exc}")
     # The posted body only needs an envelope: its other fields are what the
     # API's copy replaces.
     ours = wire.parse_envelope(posted)
     if theirs.id != event_id:
-        return Verdict(event_id, rejected="the API answered with another event id")
+        return Rejected(event_id, "the API answered with another event id")
     resource_differs = ours.resource_id is not None and theirs.resource_id != ours.resource_id
     if theirs.type != ours.type or resource_differs:
-        return Verdict(
-            event_id, rejected="the posted event differs from the API's copy (type or resource id)"
+        return Rejected(
+            event_id, "the posted event differs from the API's copy (type or resource id)"
         )
-    return Verdict(event_id, copy=copy)
+    return Verified(event_id, copy)
 
 
 def record_verdicts(
@@ -363,9 +385,9 @@ def record_verdicts(
             where = (
                 (events.c.store == store)
                 & (events.c.id == verdict.event_id)
-                & (events.c.status == "pending")
+                & (events.c.status == EventStatus.PENDING)
             )
-            if verdict.copy is not None:
+            if isinstance(verdict, Verified):
                 copy = verdict.copy
                 event = wire.parse_event(copy)
                 conn.execute(
@@ -380,13 +402,13 @@ def record_verdicts(
                         created_at=event.created_at,
                     )
                 )
-            elif verdict.rejected is not None:
+            elif isinstance(verdict, Rejected):
                 conn.execute(
                     update(events)
                     .where(where)
                     .values(
-                        status="rejected",
-                        last_error=verdict.rejected,
+                        status=EventStatus.REJECTED,
+                        last_error=verdict.reason,
                         processed_at=now,
                         attempts=events.c.attempts + 1,
                     )
@@ -396,8 +418,8 @@ def record_verdicts(
                     store,
                     verdict.event_id,
                     types.get(verdict.event_id, "?"),
-                    "rejected",
-                    verdict.rejected,
+                    EventStatus.REJECTED,
+                    verdict.reason,
                 )
             else:
                 # The API is down or slow: not the event's fault. It stays
@@ -409,7 +431,7 @@ def record_verdicts(
                     .where(where)
                     .values(
                         attempts=tries,
-                        last_error=verdict.retry,
+                        last_error=verdict.reason,
                         next_attempt_at=now + retry_delay(tries),
                     )
                 )
@@ -421,7 +443,7 @@ def backlog(engine: Engine) -> dict[tuple[str, str], int]:
     with dialect.reading(engine) as conn:
         rows = conn.execute(
             select(events.c.store, events.c.status, func.count())
-            .where(events.c.status.in_(("pending", "failed", "rejected")))
+            .where(events.c.status.in_(BACKLOG))
             .group_by(events.c.store, events.c.status)
         ).all()
         conn.commit()
@@ -505,7 +527,7 @@ class Worker:
             if self._stopping:
                 break
             client = self.clients.get(store.name)
-            if store.verify == "api" and client is not None:
+            if store.verify == VerifyMode.API and client is not None:
                 moved += await self.verify(store, client)
             report = await self.apply_step(store)
             self._observe(store.name, report)
@@ -544,7 +566,7 @@ class Worker:
             types,
         )
         if self.metrics and report.rejected:
-            self.metrics.events.labels(store.name, "any", "rejected").inc(report.rejected)
+            self.metrics.events.labels(store.name, "any", EventStatus.REJECTED).inc(report.rejected)
         return len(verdicts)
 
     def _observe(self, store: str, report: Report) -> None:
@@ -597,9 +619,11 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
             rows = conn.execute(
                 _events_to_apply(
                     store.name,
-                    events.c.status.in_(("applied", "ignored", "failed")),
+                    events.c.status.in_(
+                        (EventStatus.APPLIED, EventStatus.IGNORED, EventStatus.FAILED)
+                    ),
                     # In api mode only the API's copies are ever applied.
-                    events.c.verified.is_(True) if store.verify == "api" else true(),
+                    events.c.verified.is_(True) if store.verify == VerifyMode.API else true(),
                     events.c.id > after,
                 )
                 .order_by(events.c.id)
@@ -614,8 +638,8 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
             groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
             for row in rows:
                 outcome = outcomes[row.id]
-                if outcome.status == "retry":  # no second chance inside a replay
-                    outcome = apply.Outcome("failed", outcome.error)
+                if outcome.status == apply.RETRY:  # no second chance inside a replay
+                    outcome = apply.Outcome(EventStatus.FAILED, outcome.error)
                 groups[(outcome.status, outcome.error)].append(row.id)
                 report.by_type[(type_label(row.type), outcome.status)] += 1
                 setattr(report, outcome.status, getattr(report, outcome.status) + 1)

@@ -31,8 +31,9 @@ from syncd.ops.logs import scrub
 from syncd.ops.metrics import Freshness
 from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, read_state
 from syncd.shoperti import wire
+from syncd.vocabulary import EventStatus
 
-STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
+STATUSES = tuple(EventStatus)
 LAST_RUN_FACTS = (
     "mode",
     "started_at",
@@ -61,10 +62,12 @@ def collect(
             counts = {row[0]: int(row[1]) for row in rows}
             last_received = conn.scalar(select(func.max(Event.received_at)).where(here))
             last_applied = conn.scalar(
-                select(func.max(Event.processed_at)).where(here, Event.status == "applied")
+                select(func.max(Event.processed_at)).where(
+                    here, Event.status == EventStatus.APPLIED
+                )
             )
             oldest_pending = conn.scalar(
-                select(func.min(Event.received_at)).where(here, Event.status == "pending")
+                select(func.min(Event.received_at)).where(here, Event.status == EventStatus.PENDING)
             )
             stores.append(
                 {
@@ -103,7 +106,7 @@ def freshness(engine: Engine, stores: Iterable[str] = ()) -> dict[str, Freshness
         oldest = dict(
             conn.execute(
                 select(Event.store, func.min(Event.received_at))
-                .where(Event.status == "pending")
+                .where(Event.status == EventStatus.PENDING)
                 .group_by(Event.store)
             ).all()
         )
@@ -120,7 +123,7 @@ def freshness(engine: Engine, stores: Iterable[str] = ()) -> dict[str, Freshness
 def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
     """What needs an operator; an empty list means all is well."""
     found = []
-    failed = entry["counts"]["failed"]
+    failed = entry["counts"][EventStatus.FAILED]
     if failed:
         found.append(
             f"{failed} failed event(s): see `syncd events list --status failed --store "
@@ -147,7 +150,7 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
 def advice(entry: dict[str, Any]) -> list[str]:
     """Worth a look, not a failure: rejected events (anyone can post a made-up
     event, so they alone do not make the exit status 1)."""
-    rejected = entry["counts"]["rejected"]
+    rejected = entry["counts"][EventStatus.REJECTED]
     if not rejected:
         return []
     return [
