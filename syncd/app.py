@@ -1,4 +1,4 @@
-"""The daemon's HTTP app: routes of SPEC §5 and the lifespan that runs the
+"""The daemon's HTTP app: routes of docs/api.md §3 and the lifespan that runs the
 inbox writer, the apply worker and the reconcile scheduler beside them.
 
 Nothing else shares this app: no CSRF, session or CORS middleware, so the
@@ -281,7 +281,7 @@ def create_app(
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
-    # SPEC §1: the platform counts a 3xx as a failed delivery — never redirect
+    # docs/api.md §1: the platform counts a 3xx as a failed delivery — never redirect
     # ("/webhooks/shoperti/" is a 404, not a 307 to the route without the slash).
     app.router.redirect_slashes = False
     app.state.daemon = daemon

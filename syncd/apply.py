@@ -1,4 +1,4 @@
-"""Apply events to the normalized tables (SPEC §6 rules).
+"""Apply events to the normalized tables (the rules of docs/apply-rules.md).
 
 One handler per event type (``HANDLERS``) and an explicit list of types we
 know and ignore on purpose (``IGNORED``); any other type is ignored too,

@@ -1,7 +1,7 @@
 """The webhook route: check, parse, commit to the inbox, answer.
 
 It answers 200 only once the event is committed (a duplicate too), and
-otherwise says exactly why not (SPEC §5). The content type is not trusted;
+otherwise says exactly why not (docs/api.md §3). The content type is not trusted;
 the body is read in chunks and refused past ``SYNCD_MAX_BODY_BYTES``; the
 rest is read and dropped (up to a bound) so the sender can read the 413.
 The route never applies anything: it hands over to the worker by waking it.

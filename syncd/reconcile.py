@@ -316,7 +316,7 @@ async def reconcile_store(
     metrics: Metrics | None = None,
     apply_now: bool = False,
 ) -> RunReport:
-    """One reconcile pass for ``store`` (SPEC §1: recover what webhooks missed)."""
+    """One reconcile pass for ``store`` (recover what webhooks missed: docs/api.md §1)."""
     started = utcnow()
     report = RunReport(store=store.name, started_at=started.isoformat())
     async with exclusive(engine, f"reconcile:{store.name}") as got:

@@ -1,4 +1,4 @@
-"""The apply path: events from the inbox into the normalized tables (SPEC §2, §6).
+"""The apply path: events from the inbox into the normalized tables (docs/apply-rules.md).
 
 Everything goes through the inbox and the worker's ``apply_pending`` (or, for
 the property test, ``apply.collect`` + ``apply.write``), on SQLite, PostgreSQL
@@ -1116,7 +1116,7 @@ def test_unknown_fields_are_kept_in_raw_and_payload(db: Any) -> None:
     assert (event["payload"]["livemode"], event["payload"]["api_version"]) == (True, "2026-10")
 
 
-# --- 2. the rules of SPEC §6 ------------------------------------------------------------------
+# --- 2. the rules of docs/apply-rules.md ----------------------------------------------------------
 
 DELIVERIES = ("in order", "reversed", "one batch", "one fetched page")
 

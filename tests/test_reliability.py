@@ -2,7 +2,7 @@
 
 Each test runs syncd the way users do (``syncd serve`` in a subprocess, or
 the app under uvicorn) against a simulated store over real HTTP, breaks
-something on purpose, and then checks the two promises of SPEC §1 and §6:
+something on purpose, and then checks the two promises of docs/api.md §1 and docs/apply-rules.md:
 every event answered 2xx is in ``events``, and once the platform's retries
 and a reconcile are through, the normalized tables equal the store's truth
 (``compare_with_truth`` returns no difference).

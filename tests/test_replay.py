@@ -1,4 +1,4 @@
-"""``replay_store``: the normalized tables rebuilt from the stored events (SPEC §4, §6).
+"""``replay_store``: the normalized tables rebuilt from the stored events (docs/apply-rules.md).
 
 The events are first applied the usual way (inbox + worker); a replay must
 then give the very same tables, also after somebody has changed or deleted

@@ -1,4 +1,4 @@
-"""The tables: the contract with BI users (SPEC §6).
+"""The tables: the contract with BI users (docs/data-dictionary.md).
 
 Every table and column carries a comment; BI tools show it, and
 ``docs/data-dictionary.md`` is generated from it (``syncd db dictionary``).

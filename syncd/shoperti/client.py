@@ -1,8 +1,8 @@
-"""The HTTP client for Shoperti's API (SPEC §2): the transport envelope and nothing more.
+"""The HTTP client for Shoperti's API (docs/api.md §2): the transport envelope and nothing more.
 
 It knows how to talk to the API: the bearer token, timeouts, retries with
 exponential backoff and full jitter, ``429 Retry-After``, the status codes of
-SPEC §2, the paginated list envelope (``data`` + ``meta.pagination``) and
+docs/api.md §2, the paginated list envelope (``data`` + ``meta.pagination``) and
 single objects that come bare or wrapped as ``{"data": {...}}``. It hands back
 raw JSON objects (``dict[str, Any]``); turning them into typed events, orders
 and customers is ``syncd.shoperti.wire``'s job.
@@ -58,7 +58,7 @@ log = logging.getLogger("syncd.shoperti")
 Resource = Literal["events", "orders", "customers"]
 RESOURCES: Final[tuple[str, ...]] = get_args(Resource)
 
-# SPEC §2: events are listed by creation time, orders and customers by update time.
+# docs/api.md §2: events are listed by creation time, orders and customers by update time.
 SINCE_PARAM: Final[Mapping[str, str]] = {
     "events": "created_at_min",
     "orders": "updated_at_min",
