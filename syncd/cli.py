@@ -405,7 +405,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.db.engine import check_schema_at_head, make_engine
-    from syncd.worker import replay_store
+    from syncd.replay import replay_store
 
     engine = make_engine(settings.database_url)
     try:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, func, or_, select, true, update
+from sqlalchemy import Engine, Select, Table, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
@@ -80,7 +80,7 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
             return report
         stored = [apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows]
         localtime.ensure_zone(conn, store.name, store.timezone)
-        outcomes = _write_isolated(conn, store, stored, now)
+        outcomes = write_isolated(conn, store, stored, now)
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
     return report
@@ -90,7 +90,7 @@ def claim(store: StoreConfig, now: datetime, limit: int) -> Select[Any]:
     """The oldest ``limit`` events of ``store`` ready to apply, locked
     (``ix_events_queue`` hands them over in order, however long the backlog)."""
     ready = (
-        _events_to_apply(
+        events_to_apply(
             store.name,
             events.c.status == EventStatus.PENDING,
             or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
@@ -133,7 +133,7 @@ def add_and_apply(
             if event.unstorable is None
         ]
         localtime.ensure_zone(conn, store.name, store.timezone)
-        outcomes = _write_isolated(conn, store, stored, now)
+        outcomes = write_isolated(conn, store, stored, now)
         rows = []
         for event in fresh:
             row = inbox.fetched_row(
@@ -159,7 +159,7 @@ def add_and_apply(
     return added
 
 
-def _write_isolated(
+def write_isolated(
     conn: Connection, config: StoreConfig, stored: Sequence[apply.StoredEvent], now: datetime
 ) -> dict[str, apply.Outcome]:
     """Write the batch at once; if that fails, event by event, so one event's
@@ -255,7 +255,7 @@ def _mark(
         else:
             report.failed += 1
             gave_up(store, row.id, row.type, status, outcome.error)
-    _set_outcomes(
+    set_outcomes(
         conn,
         store,
         groups,
@@ -265,7 +265,7 @@ def _mark(
     )
 
 
-def _events_to_apply(store: str, *conditions: Any) -> Select[Any]:
+def events_to_apply(store: str, *conditions: Any) -> Select[Any]:
     """The columns the apply path reads, of ``store``'s events that match."""
     return select(
         events.c.id,
@@ -277,7 +277,7 @@ def _events_to_apply(store: str, *conditions: Any) -> Select[Any]:
     ).where(events.c.store == store, *conditions)
 
 
-def _set_outcomes(
+def set_outcomes(
     conn: Connection,
     store: str,
     groups: Mapping[tuple[str, str | None], list[str]],
@@ -576,74 +576,3 @@ class Worker:
             self.metrics.events.labels(store, event_type, status).inc(count)
         for lag in report.lags:
             self.metrics.apply_lag.labels(store).observe(lag)
-
-
-# --- replay ---------------------------------------------------------------------------
-
-NORMALIZED = (
-    "order_transactions",
-    "order_refund_line_items",
-    "order_refunds",
-    "order_fulfillment_line_items",
-    "order_fulfillments",
-    "order_discount_codes",
-    "order_line_items",
-    "order_addresses",
-    "order_status_history",
-    "orders",
-    "customer_addresses",
-    "customers",
-)
-
-
-def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Report:
-    """Rebuild the normalized tables of ``store`` from its stored events, in one
-    transaction (BI users see the old tables until the new ones are complete).
-
-    Every event that was applied, ignored or failed is applied again (in
-    ``api`` mode only the verified ones); pending events are left to the
-    worker, rejected ones are never applied. One event that cannot be written
-    fails alone, as in the worker.
-    """
-    from syncd.db.models import metadata
-
-    report = Report()
-    now = utcnow()
-    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        for name in NORMALIZED:
-            table = metadata.tables[name]
-            conn.execute(table.delete().where(table.c.store == store.name))
-        localtime.ensure_zone(conn, store.name, store.timezone)  # records the zone
-        after = ""
-        while True:
-            rows = conn.execute(
-                _events_to_apply(
-                    store.name,
-                    events.c.status.in_(
-                        (EventStatus.APPLIED, EventStatus.IGNORED, EventStatus.FAILED)
-                    ),
-                    # In api mode only the API's copies are ever applied.
-                    events.c.verified.is_(True) if store.verify == VerifyMode.API else true(),
-                    events.c.id > after,
-                )
-                .order_by(events.c.id)
-                .limit(chunk)
-            ).all()
-            if not rows:
-                break
-            stored = [
-                apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows
-            ]
-            outcomes = _write_isolated(conn, store, stored, now)
-            groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
-            for row in rows:
-                outcome = outcomes[row.id]
-                if outcome.status == apply.RETRY:  # no second chance inside a replay
-                    outcome = apply.Outcome(EventStatus.FAILED, outcome.error)
-                groups[(outcome.status, outcome.error)].append(row.id)
-                report.by_type[(type_label(row.type), outcome.status)] += 1
-                setattr(report, outcome.status, getattr(report, outcome.status) + 1)
-            _set_outcomes(conn, store.name, groups, processed_at=now)
-            after = rows[-1].id
-        conn.commit()
-    return report

@@ -32,7 +32,8 @@ from test_apply import (
 
 from syncd.config import Secret, StoreConfig
 from syncd.db.models import Event, metadata
-from syncd.worker import Verified, VerifyLater, record_verdicts, replay_store
+from syncd.replay import replay_store
+from syncd.worker import Verified, VerifyLater, record_verdicts
 
 T = metadata.tables
 

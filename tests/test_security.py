@@ -550,7 +550,7 @@ def test_a_forged_event_waiting_for_verification_is_never_replayed(
     """The API is down while a forged event waits for verification (pending,
     or failed had verification given up). ``syncd replay`` must never apply
     its posted body; once the API answers, the event is rejected."""
-    from syncd.worker import replay_store
+    from syncd.replay import replay_store
 
     config = settings_for(db.url, store, SYNCD_MAX_ATTEMPTS="1")
     forged = an_event(store)
