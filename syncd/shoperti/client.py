@@ -186,6 +186,25 @@ class _Answer(NamedTuple):
     date: datetime | None  # the API's clock when it answered (its Date header)
 
 
+# Transport errors worth another attempt; any other httpx error ends the request.
+TRANSIENT_ERRORS: Final = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+
+
+class _Transient(NamedTuple):
+    """An attempt that failed in a way another attempt may not."""
+
+    status: int | None  # the HTTP status, None for a transport error
+    reason: str
+    delay: float | None  # what the API asked for (Retry-After), else None
+    cause: BaseException | None  # the transport error, raised from on the last attempt
+    give_up: Callable[[int], ApiError]  # the error once the attempts (its argument) are spent
+
+
 def _read_time(answer: _Answer, sent_at: datetime) -> datetime:
     """When a copy was read: the later of the API's Date header (its clock, in
     whole seconds) and when we sent the request (ours, in microseconds), so
@@ -438,95 +457,19 @@ class ShopertiClient:
         if _Origin.of(url) != self._origin:  # pragma: no cover - guarded by callers
             raise ApiError(f"{endpoint}: refusing to send the API key outside the API origin")
         headers = {"Authorization": f"Bearer {self._api_key}"}
-        last_status: int | None = None
-        last_reason = ""
         for attempt in range(1, self._max_attempts + 1):
-            delay: float | None = None
-            try:
-                response = await self._http.get(url, params=params, headers=headers)
-            except (
-                httpx.TimeoutException,
-                httpx.NetworkError,
-                httpx.RemoteProtocolError,
-                httpx.ProxyError,
-            ) as exc:
-                self._report(endpoint, "error")
-                last_status = None
-                last_reason = self._describe(exc)
-                if attempt == self._max_attempts:
-                    raise ApiUnavailable(
-                        f"Shoperti API at {self.api_url} unreachable for {endpoint} after "
-                        f"{attempt} attempt(s) (last: {last_reason}); check the network and "
-                        "the store's api_url, then try again",
-                        status=None,
-                    ) from exc
-            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-                # Not transient (bad URL, local protocol error…): retrying cannot help.
-                self._report(endpoint, "error")
-                raise ApiError(
-                    f"{endpoint}: request to the Shoperti API failed ({self._describe(exc)})"
-                ) from exc
-            else:
-                status = response.status_code
-                self._report(endpoint, status)
-                if 200 <= status < 300:
-                    body = _decode_json(endpoint, response.content)
-                    return _Answer(body, _http_date(response.headers.get("date")))
-                if status == 401:
-                    raise ApiAuthError(
-                        f"Shoperti API at {self.api_url} refused the API key (401) for "
-                        f"{endpoint}{self._for_store()}: check SYNCD_API_KEY (or the store's "
-                        "api_key / api_key_file in SYNCD_CONFIG)",
-                        status=status,
-                    )
-                if status == 404 and endpoint.endswith(".list"):
-                    # A listing always exists: the URL is wrong, not an id.
-                    raise ApiNotFound(
-                        f"{endpoint}: the Shoperti API answered 404 for "
-                        f"{url.copy_with(query=None)}{self._for_store()}: check the store's "
-                        "api_url (SYNCD_API_URL, or api_url in SYNCD_CONFIG), which usually "
-                        "ends in /v1",
-                        status=status,
-                    )
-                if status == 404:
-                    raise ApiNotFound(
-                        f"{endpoint}: not found (404); unknown id or not this account's",
-                        status=status,
-                    )
-                if 300 <= status < 400:
-                    raise ApiError(
-                        f"{endpoint}: Shoperti API answered a redirect (HTTP {status}), which "
-                        "syncd does not follow; check the store's api_url",
-                        status=status,
-                    )
-                if status != 429 and status < 500:
-                    raise ApiError(
-                        f"{endpoint}: Shoperti API answered HTTP {status}", status=status
-                    )
-                last_status = status
-                last_reason = f"HTTP {status}"
-                if attempt == self._max_attempts:
-                    if status == 429:
-                        raise ApiRateLimited(
-                            f"Shoperti API kept answering 429 (too many requests) to {endpoint} "
-                            f"after {attempt} attempt(s); try again later",
-                            status=status,
-                        )
-                    raise ApiUnavailable(
-                        f"Shoperti API at {self.api_url} unavailable for {endpoint} after "
-                        f"{attempt} attempt(s) (last: HTTP {status}); try again later",
-                        status=status,
-                    )
-                if status in (429, 503):
-                    delay = self._retry_after(response.headers.get("Retry-After"))
-            if delay is None:
-                delay = self._backoff(attempt)
+            result = await self._attempt(endpoint, url, params, headers)
+            if isinstance(result, _Answer):
+                return result
+            if attempt == self._max_attempts:
+                raise result.give_up(attempt) from result.cause
+            delay = result.delay if result.delay is not None else self._backoff(attempt)
             log.warning(
                 "api.retry",
                 extra={
                     "endpoint": endpoint,
-                    "status": last_status,
-                    "reason": last_reason,
+                    "status": result.status,
+                    "reason": result.reason,
                     "attempt": attempt,
                     "max_attempts": self._max_attempts,
                     "delay": delay,
@@ -534,6 +477,103 @@ class ShopertiClient:
             )
             await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        endpoint: str,
+        url: httpx.URL,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str],
+    ) -> _Answer | _Transient:
+        """One GET: the answer, a transient failure worth another attempt, or
+        (raised) an error no retry can mend."""
+        try:
+            response = await self._http.get(url, params=params, headers=headers)
+        except TRANSIENT_ERRORS as exc:
+            self._report(endpoint, "error")
+            reason = self._describe(exc)
+            return _Transient(
+                None,
+                reason,
+                None,
+                exc,
+                lambda attempts: ApiUnavailable(
+                    f"Shoperti API at {self.api_url} unreachable for {endpoint} after "
+                    f"{attempts} attempt(s) (last: {reason}); check the network and "
+                    "the store's api_url, then try again",
+                    status=None,
+                ),
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            # Not transient (bad URL, local protocol error…): retrying cannot help.
+            self._report(endpoint, "error")
+            raise ApiError(
+                f"{endpoint}: request to the Shoperti API failed ({self._describe(exc)})"
+            ) from exc
+        status = response.status_code
+        self._report(endpoint, status)
+        if 200 <= status < 300:
+            body = _decode_json(endpoint, response.content)
+            return _Answer(body, _http_date(response.headers.get("date")))
+        refusal = self._refusal(endpoint, url, status)
+        if refusal is not None:
+            raise refusal
+        delay = None
+        if status in (429, 503):
+            delay = self._retry_after(response.headers.get("Retry-After"))
+        return _Transient(status, f"HTTP {status}", delay, None, self._exhausted(endpoint, status))
+
+    def _refusal(self, endpoint: str, url: httpx.URL, status: int) -> ApiError | None:
+        """The error a non-2xx answer ends in at once; None for 429 and 5xx
+        (transient: another attempt may succeed)."""
+        if status == 401:
+            return ApiAuthError(
+                f"Shoperti API at {self.api_url} refused the API key (401) for "
+                f"{endpoint}{self._for_store()}: check SYNCD_API_KEY (or the store's "
+                "api_key / api_key_file in SYNCD_CONFIG)",
+                status=status,
+            )
+        if status == 404 and endpoint.endswith(".list"):
+            # A listing always exists: the URL is wrong, not an id.
+            return ApiNotFound(
+                f"{endpoint}: the Shoperti API answered 404 for "
+                f"{url.copy_with(query=None)}{self._for_store()}: check the store's "
+                "api_url (SYNCD_API_URL, or api_url in SYNCD_CONFIG), which usually "
+                "ends in /v1",
+                status=status,
+            )
+        if status == 404:
+            return ApiNotFound(
+                f"{endpoint}: not found (404); unknown id or not this account's",
+                status=status,
+            )
+        if 300 <= status < 400:
+            return ApiError(
+                f"{endpoint}: Shoperti API answered a redirect (HTTP {status}), which "
+                "syncd does not follow; check the store's api_url",
+                status=status,
+            )
+        if status != 429 and status < 500:
+            return ApiError(f"{endpoint}: Shoperti API answered HTTP {status}", status=status)
+        return None
+
+    def _exhausted(self, endpoint: str, status: int) -> Callable[[int], ApiError]:
+        """The error of a transient answer (429, 5xx) on the last attempt."""
+
+        def give_up(attempts: int) -> ApiError:
+            if status == 429:
+                return ApiRateLimited(
+                    f"Shoperti API kept answering 429 (too many requests) to {endpoint} "
+                    f"after {attempts} attempt(s); try again later",
+                    status=status,
+                )
+            return ApiUnavailable(
+                f"Shoperti API at {self.api_url} unavailable for {endpoint} after "
+                f"{attempts} attempt(s) (last: HTTP {status}); try again later",
+                status=status,
+            )
+
+        return give_up
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
