@@ -37,8 +37,8 @@ from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable
 from syncd.ops import logs, request_id, status
-from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, write_state
 from syncd.shoperti import wire
+from syncd.state import EVENTS_CURSOR, LAST_RUN, write_state
 
 EMAIL_A = "ana.lopez.ops@example.mx"
 EMAIL_B = "beto.ruiz.ops@correo.example.com"

@@ -36,8 +36,8 @@ from syncd.config import load_settings
 from syncd.connections import connection_cap, log_out_of_descriptors
 from syncd.db.models import SyncState
 from syncd.errors import ConfigError
-from syncd.reconcile import LAST_RUN
 from syncd.simulator import SimulatedStore
+from syncd.state import LAST_RUN
 
 pytestmark = pytest.mark.slow
 

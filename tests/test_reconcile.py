@@ -26,10 +26,11 @@ from syncd.db import dialect
 from syncd.db.models import Customer, Event, Order
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
-from syncd.reconcile import EVENTS_CURSOR, RunReport, read_state, reconcile_store, sync_resource
+from syncd.reconcile import RunReport, reconcile_store, sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
+from syncd.state import EVENTS_CURSOR, read_state
 from syncd.worker import apply_pending
 from tests.conftest import TestDatabase
 from tests.support import serving, wait_for

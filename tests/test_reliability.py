@@ -44,9 +44,10 @@ from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.models import Event, metadata
 from syncd.demo import compare_with_truth
-from syncd.reconcile import EVENTS_CURSOR, RunReport, exclusive, read_state, reconcile_store
+from syncd.reconcile import RunReport, exclusive, reconcile_store
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
+from syncd.state import EVENTS_CURSOR, read_state
 
 pytestmark = pytest.mark.slow
 
