@@ -365,10 +365,7 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         nonlocal failed
         for store in _stores(settings, args.store, need_api=True):
-            assert store.api_url and store.api_key
-            async with ShopertiClient(
-                store.api_url, store.api_key.reveal(), store=store.name
-            ) as client:
+            async with ShopertiClient.for_store(store) as client:
                 report = await reconcile_store(engine, settings, store, client, apply_now=True)
             if report.mode == "skipped":
                 print(f"{store.name}: skipped, another process is reconciling")
@@ -437,11 +434,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         nonlocal clean
         for store in _stores(settings, args.store, need_api=True):
-            assert store.api_url and store.api_key
             progress = ProgressDisplay(store.name, enabled=not args.json)
-            async with ShopertiClient(
-                store.api_url, store.api_key.reveal(), store=store.name
-            ) as client:
+            async with ShopertiClient.for_store(store) as client:
                 with progress:
                     report = await audit_store(
                         engine,

@@ -22,10 +22,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from syncd.errors import ConfigError
-from syncd.localtime import DEFAULT_TIMEZONE
 from syncd.vocabulary import VerifyMode
 
 DEFAULT_DATABASE_URL = "sqlite:///syncd.db"
+DEFAULT_TIMEZONE = "America/Mexico_City"  # the store's clock unless configured
 STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

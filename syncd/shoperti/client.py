@@ -41,6 +41,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from syncd.config import StoreConfig
 from syncd.errors import (
     ApiAuthError,
     ApiError,
@@ -291,6 +292,16 @@ class ShopertiClient:
             follow_redirects=False,
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
         )
+
+    @classmethod
+    def for_store(cls, store: StoreConfig, *, on_response: ResponseHook | None = None) -> Self:
+        """The client of a configured store with API access: the one way the
+        daemon and the commands make one."""
+        if store.api_url is None or store.api_key is None:
+            raise ConfigError(
+                "SYNCD_API_URL", f"store {store.name!r} has no API URL and key configured"
+            )
+        return cls(store.api_url, store.api_key.reveal(), store=store.name, on_response=on_response)
 
     def __repr__(self) -> str:
         store = f", store={self.store!r}" if self.store is not None else ""
