@@ -28,7 +28,7 @@ from starlette.routing import Route
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
-from syncd.inbox import GroupCommitter, utcnow
+from syncd.inbox import GroupCommitter, backlog, utcnow
 from syncd.ops import watchdog
 from syncd.ops.metrics import Metrics
 from syncd.ops.request_id import RequestIdMiddleware
@@ -37,7 +37,7 @@ from syncd.receiver import WebhookEndpoint, error
 from syncd.reconcile import reconcile_store
 from syncd.scheduler import Job, start_scheduler
 from syncd.shoperti.client import ShopertiClient
-from syncd.worker import Worker, backlog
+from syncd.worker import Worker
 from syncd.worker_process import ApplyProcess
 
 log = logging.getLogger("syncd.app")

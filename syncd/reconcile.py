@@ -310,7 +310,7 @@ async def reconcile_store(
                 report.since = _iso(since)
                 async for page in client.pages("events", since=since):
                     added = await asyncio.to_thread(
-                        inbox.add_events,
+                        inbox.ingest,
                         engine,
                         store.name,
                         page.items,

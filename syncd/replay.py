@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, true
 from sqlalchemy.engine import Connection
 
-from syncd import apply, localtime, worker
+from syncd import apply, inbox, localtime, worker
 from syncd.config import StoreConfig
 from syncd.db import dialect
 from syncd.db.models import metadata
@@ -70,7 +70,7 @@ def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Re
 
 def _replayed(store: StoreConfig, after: str) -> Select[Any]:
     """The events of ``store`` a replay applies again, by id after ``after``."""
-    return worker.events_to_apply(
+    return inbox.events_to_apply(
         store.name,
         events.c.status.in_(REPLAYED),
         # In api mode only the API's copies are ever applied.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, func, or_, select, update
+from sqlalchemy import Engine, Table, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
@@ -40,7 +40,7 @@ from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics, type_label
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
-from syncd.vocabulary import BACKLOG, EventSource, EventStatus, VerifyMode
+from syncd.vocabulary import EventSource, EventStatus, VerifyMode
 
 log = logging.getLogger("syncd.worker")
 events: Table = EventRow.__table__  # type: ignore[assignment]
@@ -74,7 +74,7 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
     report = Report()
     now = utcnow()
     with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        rows = conn.execute(claim(store, now, limit)).all()
+        rows = conn.execute(inbox.claim(store, now, limit)).all()
         if not rows:
             conn.commit()
             return report
@@ -84,24 +84,6 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
     return report
-
-
-def claim(store: StoreConfig, now: datetime, limit: int) -> Select[Any]:
-    """The oldest ``limit`` events of ``store`` ready to apply, locked
-    (``ix_events_queue`` hands them over in order, however long the backlog)."""
-    ready = (
-        events_to_apply(
-            store.name,
-            events.c.status == EventStatus.PENDING,
-            or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
-        )
-        .order_by(events.c.received_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if store.verify == VerifyMode.API:
-        ready = ready.where(events.c.verified.is_(True))
-    return ready
 
 
 def add_and_apply(
@@ -118,30 +100,44 @@ def add_and_apply(
     ``snapshot``, copies of orders and customers syncd read).
 
     The same rules and writes as :func:`apply_pending`; only the round trip
-    through the inbox is saved: each new event is written once, with its
-    outcome, instead of inserted pending, read back and marked. An event
-    whose write fails for a database reason goes in pending, for the worker
-    to retry. ``also`` runs in the same transaction (a page checkpoint).
+    through the inbox is saved (:func:`syncd.inbox.ingest`). An event whose
+    write fails for a database reason goes in pending, for the worker to
+    retry. ``also`` runs in the same transaction (a page checkpoint).
     """
-    events_in = inbox.parse_fetched(payloads)
-    now = utcnow()
-    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        fresh = inbox.fresh_events(conn, store.name, events_in)
+    return inbox.ingest(
+        engine,
+        store.name,
+        payloads,
+        source=source,
+        snapshot=snapshot,
+        apply_at_once=ApplyNow(store),
+        also=also,
+    )
+
+
+@dataclass(frozen=True)
+class ApplyNow:
+    """The apply step inside :func:`syncd.inbox.ingest`'s transaction."""
+
+    store: StoreConfig
+
+    def lock(self, conn: Connection) -> contextlib.AbstractContextManager[object]:
+        return dialect.transaction_lock(conn, f"apply:{self.store.name}")
+
+    def __call__(
+        self, conn: Connection, events: Sequence[wire.Event], rows: list[dict[str, Any]]
+    ) -> None:
+        store, now = self.store, rows[0]["received_at"] if rows else utcnow()
         stored = [
-            apply.StoredEvent(event.id, event.type, event.payload, snapshot)
-            for event in fresh
+            apply.StoredEvent(event.id, event.type, event.payload, row["snapshot"])
+            for event, row in zip(events, rows, strict=True)
             if event.unstorable is None
         ]
         localtime.ensure_zone(conn, store.name, store.timezone)
         outcomes = write_isolated(conn, store, stored, now)
-        rows = []
-        for event in fresh:
-            row = inbox.fetched_row(
-                store.name, event, source=source, verified=True, snapshot=snapshot, now=now
-            )
+        for event, row in zip(events, rows, strict=True):
             if event.unstorable is not None:
-                rows.append(row)  # failed already, with the reason
-                continue
+                continue  # failed already, with the reason
             outcome = outcomes[event.id]
             row.update(attempts=1, last_error=outcome.error)
             if outcome.status == apply.RETRY:
@@ -150,13 +146,6 @@ def add_and_apply(
                 row.update(status=outcome.status, processed_at=now)
                 if outcome.status == EventStatus.FAILED:
                     gave_up(store.name, event.id, event.type, outcome.status, outcome.error)
-            rows.append(row)
-        inbox.put(conn, rows, expect_new=True)
-        added = inbox.Added(new_ids=[event.id for event in fresh], seen=len(events_in))
-        if also is not None:
-            also(conn, added)
-        conn.commit()
-    return added
 
 
 def write_isolated(
@@ -265,18 +254,6 @@ def _mark(
     )
 
 
-def events_to_apply(store: str, *conditions: Any) -> Select[Any]:
-    """The columns the apply path reads, of ``store``'s events that match."""
-    return select(
-        events.c.id,
-        events.c.type,
-        events.c.payload,
-        events.c.snapshot,
-        events.c.attempts,
-        events.c.created_at,
-    ).where(events.c.store == store, *conditions)
-
-
 def set_outcomes(
     conn: Connection,
     store: str,
@@ -299,10 +276,12 @@ def set_outcomes(
 
 @dataclass(frozen=True)
 class Verified:
-    """The API's copy of the event, to be applied in place of the posted body."""
+    """The API's copy of the event, to be applied in place of the posted body
+    (``event``: the copy, parsed)."""
 
     event_id: str
     copy: dict[str, Any]
+    event: wire.Event
 
 
 @dataclass(frozen=True)
@@ -366,7 +345,7 @@ async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str,
         return Rejected(
             event_id, "the posted event differs from the API's copy (type or resource id)"
         )
-    return Verified(event_id, copy)
+    return Verified(event_id, copy, theirs)
 
 
 def record_verdicts(
@@ -382,72 +361,52 @@ def record_verdicts(
     now = utcnow()
     with engine.begin() as conn:
         for verdict in verdicts:
-            where = (
-                (events.c.store == store)
-                & (events.c.id == verdict.event_id)
-                & (events.c.status == EventStatus.PENDING)
+            conn.execute(
+                update(events)
+                .where(
+                    events.c.store == store,
+                    events.c.id == verdict.event_id,
+                    events.c.status == EventStatus.PENDING,
+                )
+                .values(_verdict_values(verdict, attempts, now))
             )
-            if isinstance(verdict, Verified):
-                copy = verdict.copy
-                event = wire.parse_event(copy)
-                conn.execute(
-                    update(events)
-                    .where(where)
-                    .values(
-                        payload=copy,
-                        verified=True,
-                        type=event.type,
-                        resource=event.resource,
-                        resource_id=event.resource_id,
-                        created_at=event.created_at,
-                    )
-                )
-            elif isinstance(verdict, Rejected):
-                conn.execute(
-                    update(events)
-                    .where(where)
-                    .values(
-                        status=EventStatus.REJECTED,
-                        last_error=verdict.reason,
-                        processed_at=now,
-                        attempts=events.c.attempts + 1,
-                    )
-                )
+            if isinstance(verdict, Rejected):
                 report.rejected += 1
-                gave_up(
-                    store,
-                    verdict.event_id,
-                    types.get(verdict.event_id, "?"),
-                    EventStatus.REJECTED,
-                    verdict.reason,
-                )
-            else:
-                # The API is down or slow: not the event's fault. It stays
-                # pending (backoff capped at 15 min) for as long as the outage
-                # lasts; giving up would lose it, since reconcile skips known ids.
-                tries = attempts.get(verdict.event_id, 0) + 1
-                conn.execute(
-                    update(events)
-                    .where(where)
-                    .values(
-                        attempts=tries,
-                        last_error=verdict.reason,
-                        next_attempt_at=now + retry_delay(tries),
-                    )
-                )
+                event_type = types.get(verdict.event_id, "?")
+                gave_up(store, verdict.event_id, event_type, EventStatus.REJECTED, verdict.reason)
+            elif isinstance(verdict, VerifyLater):
                 report.retried += 1
     return report
 
 
-def backlog(engine: Engine) -> dict[tuple[str, str], int]:
-    with dialect.reading(engine) as conn:
-        rows = conn.execute(
-            select(events.c.store, events.c.status, func.count())
-            .where(events.c.status.in_(BACKLOG))
-            .group_by(events.c.store, events.c.status)
-        ).all()
-        conn.commit()
-    return {(row[0], row[1]): int(row[2]) for row in rows}
+def _verdict_values(verdict: Verdict, attempts: Mapping[str, int], now: datetime) -> dict[str, Any]:
+    """The columns a verdict changes in its pending event's row."""
+    if isinstance(verdict, Verified):
+        event = verdict.event  # parsed once, by verify_one
+        return {
+            "payload": verdict.copy,
+            "verified": True,
+            "type": event.type,
+            "resource": event.resource,
+            "resource_id": event.resource_id,
+            "created_at": event.created_at,
+        }
+    if isinstance(verdict, Rejected):
+        return {
+            "status": EventStatus.REJECTED,
+            "last_error": verdict.reason,
+            "processed_at": now,
+            "attempts": events.c.attempts + 1,
+        }
+    # The API is down or slow: not the event's fault. It stays pending
+    # (backoff capped at 15 min) for as long as the outage lasts; giving up
+    # would lose it, since reconcile skips known ids.
+    tries = attempts.get(verdict.event_id, 0) + 1
+    return {
+        "attempts": tries,
+        "last_error": verdict.reason,
+        "next_attempt_at": now + retry_delay(tries),
+    }
 
 
 # --- the loop ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from test_apply import (
 from syncd.config import Secret, StoreConfig
 from syncd.db.models import Event, metadata
 from syncd.replay import replay_store
+from syncd.shoperti import wire
 from syncd.worker import Verified, VerifyLater, record_verdicts
 
 T = metadata.tables
@@ -242,8 +243,8 @@ def test_replay_never_applies_an_unverified_event_in_api_mode(db: Any) -> None:
     )
     verdicts = [
         VerifyLater("evt_forged", "verification failed: API unavailable"),
-        Verified("evt_genuine", genuine),
-        Verified("evt_broken", broken),
+        Verified("evt_genuine", genuine, wire.parse_event(genuine)),
+        Verified("evt_broken", broken, wire.parse_event(broken)),
     ]
     attempts = {"evt_forged": 7, "evt_genuine": 0, "evt_broken": 0}
     record_verdicts(db.engine, "default", verdicts, attempts)
