@@ -18,8 +18,7 @@ from syncd.inbox import utcnow
 from syncd.simulator import Faults, SimulatedStore
 from syncd.state import EVENTS_CURSOR, write_state
 from tests.conftest import TestDatabase
-from tests.support import serving, wait_for
-from tests.test_reconcile import free_port
+from tests.support import free_port, serving, wait_for
 
 TOKEN = "tok-burst"
 

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import SyncdServe, TcpProxy, event_ids, free_port, syncd_env
+from faults_support import SyncdServe, TcpProxy, event_ids, syncd_env
 from sqlalchemy import select
-from support import wait_for
+from support import free_port, wait_for
 from test_ops import order_event
 
 from syncd.config import load_settings

@@ -33,12 +33,11 @@ from faults_support import (
     TcpProxy,
     event_counts,
     event_ids,
-    free_port,
     settled,
     syncd_env,
 )
 from sqlalchemy import Engine, select
-from support import serving, wait_for
+from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings

@@ -32,7 +32,6 @@ from faults_support import (
     event_counts,
     event_ids,
     fingerprint,
-    free_port,
     run_syncd,
     settled,
     syncd_env,
@@ -41,7 +40,7 @@ from faults_support import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
-from support import serving, wait_for
+from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
