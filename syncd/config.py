@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import httpx
+
 from syncd.errors import ConfigError
 from syncd.vocabulary import VerifyMode
 
@@ -126,6 +128,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if (api_url is None) != (api_key is None):
         missing = "SYNCD_API_KEY" if api_key is None else "SYNCD_API_URL"
         raise ConfigError(missing, "SYNCD_API_URL and SYNCD_API_KEY must be set together")
+    _check_api("SYNCD_API_URL", "SYNCD_API_KEY", api_url, api_key)
     webhook_secret = env.secret("SYNCD_WEBHOOK_SECRET", "webhook_secret")
     verify = _verify_mode("SYNCD_VERIFY", env.text("SYNCD_VERIFY"), has_key=api_key is not None)
     env_store = StoreConfig(default_store, api_url, api_key, webhook_secret, verify)
@@ -253,6 +256,40 @@ def _check_range(name: str, value: float, low: float, high: float | None) -> Non
         raise ConfigError(name, f"must be {bound}, got {value}")
 
 
+def api_url_problem(raw: str, key_name: str = "SYNCD_API_KEY") -> str | None:
+    """What is wrong with a store's API base URL, or None. Checked once when
+    the settings load (the error names where the URL came from) and again by
+    a client made directly."""
+    try:
+        url = httpx.URL(raw.strip())
+    except (httpx.InvalidURL, TypeError):
+        return "is not a URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        return "must be an absolute http(s) URL such as https://host/v1"
+    if url.userinfo or url.query or url.fragment:
+        return f"must not carry credentials, a query or a fragment; the API key goes in {key_name}"
+    return None
+
+
+def api_key_problem(key: str) -> str | None:
+    """What is wrong with an API key, or None; never the key itself."""
+    if not isinstance(key, str) or not key:
+        return "is empty"
+    if any(not ch.isprintable() or ch.isspace() for ch in key) or not key.isascii():
+        return "contains whitespace, control or non-ASCII characters (a stray newline in the file?)"
+    return None
+
+
+def _check_api(url_name: str, key_name: str, url: str | None, key: Secret | None) -> None:
+    """A store's API access, validated where it was configured."""
+    url_problem = api_url_problem(url, key_name) if url is not None else None
+    if url_problem is not None:
+        raise ConfigError(url_name, url_problem)
+    key_problem = api_key_problem(key.reveal()) if key is not None else None
+    if key_problem is not None:
+        raise ConfigError(key_name, key_problem)
+
+
 def _check_url(name: str, raw: str) -> str:
     if not re.match(r"^https?://[^/\s]+", raw):
         raise ConfigError(name, f"expected an http(s):// URL, got {raw!r}")
@@ -334,6 +371,7 @@ def _store_from_table(where: str, table: Any, env: _Env) -> StoreConfig:
     api_key = secret("api_key")
     if (api_url is None) != (api_key is None):
         raise ConfigError(f"{where} api_url", "api_url and api_key must be set together")
+    _check_api(f"{where} api_url", f"{where} api_key", api_url, api_key)
     verify = _verify_mode(f"{where} verify", text("verify"), has_key=api_key is not None)
     store = StoreConfig(name, api_url, api_key, secret("webhook_secret"), verify)
     return _with_toml_timezone(store, f"{where} timezone", table.get("timezone"))

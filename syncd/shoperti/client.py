@@ -41,7 +41,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from syncd.config import StoreConfig
+from syncd.config import StoreConfig, api_key_problem, api_url_problem
 from syncd.errors import (
     ApiAuthError,
     ApiError,
@@ -639,31 +639,18 @@ class ShopertiClient:
 
 
 def _parse_api_url(api_url: str) -> httpx.URL:
-    try:
-        url = httpx.URL(api_url.strip())
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ConfigError("SYNCD_API_URL", "is not a URL") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(
-            "SYNCD_API_URL", "must be an absolute http(s) URL such as https://host/v1"
-        )
-    if url.userinfo or url.query or url.fragment:
-        raise ConfigError(
-            "SYNCD_API_URL",
-            "must not carry credentials, a query or a fragment; the API key goes in SYNCD_API_KEY",
-        )
+    problem = api_url_problem(api_url)
+    if problem is not None:
+        raise ConfigError("SYNCD_API_URL", problem)
+    url = httpx.URL(api_url.strip())
     return url.copy_with(path=url.path.rstrip("/"))
 
 
 def _check_api_key(api_key: str) -> None:
     # The key can't be shown in the message; only say what is wrong with it.
-    if not isinstance(api_key, str) or not api_key:
-        raise ConfigError("SYNCD_API_KEY", "is empty")
-    if any(not ch.isprintable() or ch.isspace() for ch in api_key) or not api_key.isascii():
-        raise ConfigError(
-            "SYNCD_API_KEY",
-            "contains whitespace, control or non-ASCII characters (a stray newline in the file?)",
-        )
+    problem = api_key_problem(api_key)
+    if problem is not None:
+        raise ConfigError("SYNCD_API_KEY", problem)
 
 
 def _decode_json(endpoint: str, content: bytes) -> Any:
