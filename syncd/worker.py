@@ -213,6 +213,8 @@ def _mark(
     max_attempts: int,
     report: Report,
 ) -> None:
+    """Write each claimed event's outcome: a final status (one UPDATE per
+    status and error), or another attempt later with backoff."""
     groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for row in rows:
         outcome = outcomes[row.id]
@@ -222,28 +224,11 @@ def _mark(
         elif attempts >= max_attempts:
             status = EventStatus.FAILED
         else:
-            conn.execute(
-                update(events)
-                .where(events.c.store == store, events.c.id == row.id)
-                .values(
-                    attempts=attempts,
-                    last_error=outcome.error,
-                    next_attempt_at=now + retry_delay(attempts),
-                )
-            )
+            _retry_later(conn, store, row.id, attempts, outcome.error, now)
             report.retried += 1
             continue
         groups[(status, outcome.error)].append(row.id)
-        report.by_type[(type_label(row.type), status)] += 1
-        if status == EventStatus.APPLIED:
-            report.applied += 1
-            if row.created_at is not None:
-                report.lags.append(max((now - row.created_at).total_seconds(), 0.0))
-        elif status == EventStatus.IGNORED:
-            report.ignored += 1
-        else:
-            report.failed += 1
-            gave_up(store, row.id, row.type, status, outcome.error)
+        _count(report, store, row, status, outcome.error, now)
     set_outcomes(
         conn,
         store,
@@ -252,6 +237,32 @@ def _mark(
         attempts=events.c.attempts + 1,
         next_attempt_at=None,
     )
+
+
+def _retry_later(
+    conn: Connection, store: str, event_id: str, attempts: int, error: str | None, now: datetime
+) -> None:
+    conn.execute(
+        update(events)
+        .where(events.c.store == store, events.c.id == event_id)
+        .values(attempts=attempts, last_error=error, next_attempt_at=now + retry_delay(attempts))
+    )
+
+
+def _count(
+    report: Report, store: str, row: Any, status: EventStatus, error: str | None, now: datetime
+) -> None:
+    """Count an event that reached ``status`` (and log one that ended badly)."""
+    report.by_type[(type_label(row.type), status)] += 1
+    if status == EventStatus.APPLIED:
+        report.applied += 1
+        if row.created_at is not None:
+            report.lags.append(max((now - row.created_at).total_seconds(), 0.0))
+    elif status == EventStatus.IGNORED:
+        report.ignored += 1
+    else:
+        report.failed += 1
+        gave_up(store, row.id, row.type, status, error)
 
 
 def set_outcomes(
