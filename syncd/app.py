@@ -1,4 +1,4 @@
-"""The daemon's HTTP app: routes of SPEC §5 and the lifespan that runs the
+"""The daemon's HTTP app: routes of docs/api.md §3 and the lifespan that runs the
 inbox writer, the apply worker and the reconcile scheduler beside them.
 
 Nothing else shares this app: no CSRF, session or CORS middleware, so the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,17 +25,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from syncd.config import Settings
+from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
-from syncd.inbox import GroupCommitter, utcnow
+from syncd.inbox import GroupCommitter, backlog, utcnow
 from syncd.ops import watchdog
 from syncd.ops.metrics import Freshness, Metrics
 from syncd.ops.request_id import RequestIdMiddleware
 from syncd.ops.status import freshness
 from syncd.receiver import WebhookEndpoint, error
+from syncd.reconcile import reconcile_store
+from syncd.scheduler import Job, start_scheduler
 from syncd.shoperti.client import ShopertiClient
-from syncd.worker import Worker, backlog
+from syncd.worker import Worker
 from syncd.worker_process import ApplyProcess
 
 log = logging.getLogger("syncd.app")
@@ -122,12 +125,8 @@ class Daemon:
         self._freshness: Mapping[str, Freshness] = {}
         for store in self.settings.stores.values():
             if store.has_api and store.name not in self.clients:
-                assert store.api_url is not None and store.api_key is not None
-                self.clients[store.name] = ShopertiClient(
-                    store.api_url,
-                    store.api_key.reveal(),
-                    store=store.name,
-                    on_response=self.metrics.api_hook(store.name),
+                self.clients[store.name] = ShopertiClient.for_store(
+                    store, on_response=self.metrics.api_hook(store.name)
                 )
         if self.apply_in_process:
             self.apply_process = ApplyProcess(self.settings)
@@ -150,6 +149,26 @@ class Daemon:
                 if store.has_api and self.settings.reconcile_interval > 0
             },
         )
+
+    def reconcile_jobs(self) -> dict[str, Job]:
+        """One reconcile pass per store with an API client, by store name; a
+        pass that found events wakes the worker."""
+
+        def job(store: StoreConfig, client: ShopertiClient) -> Job:
+            async def run() -> None:
+                report = await reconcile_store(
+                    self.engine, self.settings, store, client, metrics=self.metrics
+                )
+                if report.found:
+                    self.worker.wake()
+
+            return run
+
+        return {
+            store.name: job(store, self.clients[store.name])
+            for store in self.settings.stores.values()
+            if store.name in self.clients
+        }
 
     def watchdog_problem(self) -> str | None:
         """Why the systemd watchdog must not be fed now; None when all is well."""
@@ -226,62 +245,6 @@ def create_app(
         front_engine=front_engine,
     )
     webhook = WebhookEndpoint(settings, daemon.committer, daemon.metrics, daemon.worker.wake)
-
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(_: Request) -> Response:
-        ok, reason = await daemon.ready()
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "reason": reason},
-            status_code=200 if ok else 503,
-        )
-
-    async def metrics_route(_: Request) -> Response:
-        try:
-            body = await daemon.render_metrics()
-        except TimeoutError:
-            return error(503, f"metrics not rendered within {2 * CHECK_TIMEOUT:g} s")
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        reasons = {404: "not found", 405: "method not allowed"}
-        response = error(exc.status_code, reasons.get(exc.status_code, str(exc.detail)))
-        if exc.headers:
-            response.headers.update(exc.headers)
-        return response
-
-    async def server_error(_: Request, exc: Exception) -> Response:
-        # Whatever went wrong, nothing was acknowledged: ask the platform to retry.
-        log.error("http.unexpected_error", extra={"error": type(exc).__name__})
-        return error(503, "internal error; nothing was stored, retry later")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await daemon.committer.start()
-        if run_worker:
-            daemon.worker.start()
-        scheduler = None
-        if run_scheduler:
-            from syncd.scheduler import start_scheduler
-
-            scheduler = start_scheduler(daemon)
-        daemon.watchdog = watchdog.start(daemon.watchdog_problem)
-        try:
-            yield
-        finally:
-            await watchdog.stop(daemon.watchdog)
-            if scheduler is not None:
-                await scheduler.stop()
-            await daemon.committer.stop()
-            if run_worker:
-                await daemon.worker.stop()
-            if daemon.apply_process is not None:
-                await asyncio.to_thread(daemon.apply_process.close)
-            for client in daemon.clients.values():
-                await client.aclose()
-
     app = Starlette(
         routes=[
             Route("/webhooks/shoperti", webhook.handle, methods=["POST"]),
@@ -292,10 +255,83 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         middleware=[Middleware(RequestIdMiddleware)],
-        lifespan=lifespan,
+        lifespan=functools.partial(_running, daemon, run_worker, run_scheduler),
     )
-    # SPEC §1: the platform counts a 3xx as a failed delivery — never redirect
+    # docs/api.md §1: the platform counts a 3xx as a failed delivery — never redirect
     # ("/webhooks/shoperti/" is a 404, not a 307 to the route without the slash).
     app.router.redirect_slashes = False
     app.state.daemon = daemon
     return app
+
+
+def _daemon(request: Request) -> Daemon:
+    daemon: Daemon = request.app.state.daemon
+    return daemon
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    ok, reason = await _daemon(request).ready()
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "reason": reason},
+        status_code=200 if ok else 503,
+    )
+
+
+async def metrics_route(request: Request) -> Response:
+    try:
+        body = await _daemon(request).render_metrics()
+    except TimeoutError:
+        return error(503, f"metrics not rendered within {2 * CHECK_TIMEOUT:g} s")
+    return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    reasons = {404: "not found", 405: "method not allowed"}
+    response = error(exc.status_code, reasons.get(exc.status_code, str(exc.detail)))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def server_error(_: Request, exc: Exception) -> Response:
+    # Whatever went wrong, nothing was acknowledged: ask the platform to retry.
+    log.error("http.unexpected_error", extra={"error": type(exc).__name__})
+    return error(503, "internal error; nothing was stored, retry later")
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    daemon: Daemon, run_worker: bool, run_scheduler: bool, _: Starlette
+) -> AsyncIterator[None]:
+    """The app's lifespan: the inbox writer, the worker, the reconcile
+    scheduler and the watchdog run while it serves; stopped in reverse."""
+    settings = daemon.settings
+    await daemon.committer.start()
+    if run_worker:
+        daemon.worker.start()
+    scheduler = None
+    if run_scheduler:
+        scheduler = start_scheduler(
+            daemon.reconcile_jobs(),
+            interval=settings.reconcile_interval,
+            concurrency=settings.reconcile_concurrency,
+        )
+    daemon.watchdog = watchdog.start(daemon.watchdog_problem)
+    try:
+        yield
+    finally:
+        await watchdog.stop(daemon.watchdog)
+        if scheduler is not None:
+            await scheduler.stop()
+        await daemon.committer.stop()
+        if run_worker:
+            await daemon.worker.stop()
+        if daemon.apply_process is not None:
+            await asyncio.to_thread(daemon.apply_process.close)
+        for client in daemon.clients.values():
+            await client.aclose()

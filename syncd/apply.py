@@ -1,4 +1,4 @@
-"""Apply events to the normalized tables (SPEC §6 rules).
+"""Apply events to the normalized tables (the rules of docs/apply-rules.md).
 
 One handler per event type (``HANDLERS``) and an explicit list of types we
 know and ignore on purpose (``IGNORED``); any other type is ignored too,
@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Integer, Table, and_, delete, select, update
@@ -50,6 +50,7 @@ from syncd.db.models import OrderTransaction as TransactionRow
 from syncd.db.models import RefreshRequest as RefreshRow
 from syncd.errors import WireError
 from syncd.shoperti import wire
+from syncd.vocabulary import EventStatus
 
 log = logging.getLogger("syncd.apply")
 
@@ -347,9 +348,17 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
+RETRY: Final = "retry"
+"""An outcome, not a status: a database error that a later attempt may not meet;
+the event stays pending."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # applied | ignored | failed
+    """What applying one event came to: a final status (applied, ignored,
+    failed) or :data:`RETRY`; ``error`` says why when it is not applied."""
+
+    status: Literal[EventStatus.APPLIED, EventStatus.IGNORED, EventStatus.FAILED, "retry"]
     error: str | None = None
 
 
@@ -364,15 +373,15 @@ def collect(store: str, events: Iterable[StoredEvent]) -> tuple[Batch, dict[str,
             if reason is None:
                 log.info("apply.unknown_type", extra={"event_type": stored.type, "store": store})
                 reason = "event type not normalized"
-            outcomes[stored.id] = Outcome("ignored", reason)
+            outcomes[stored.id] = Outcome(EventStatus.IGNORED, reason)
             continue
         try:
             event = wire.parse_event(stored.payload)
             handler(batch, event, stored.snapshot)
         except WireError as exc:
-            outcomes[stored.id] = Outcome("failed", str(exc))
+            outcomes[stored.id] = Outcome(EventStatus.FAILED, str(exc))
             continue
-        outcomes[stored.id] = Outcome("applied")
+        outcomes[stored.id] = Outcome(EventStatus.APPLIED)
     return batch, outcomes
 
 

@@ -46,6 +46,7 @@ from syncd.errors import ApiNotFound, WireError
 from syncd.inbox import utcnow
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
+from syncd.vocabulary import EventSource
 from syncd.worker import add_and_apply
 
 orders: Table = OrderRow.__table__  # type: ignore[assignment]
@@ -323,7 +324,7 @@ def _repair(
     single = resource[:-1]
     # distinct: the same copy may have been read (and lost to damage) before.
     snapshots = [wire.snapshot_event(single, item, read_at, distinct=True) for item in items]
-    return len(add_and_apply(engine, store, snapshots, source="audit").new_ids)
+    return len(add_and_apply(engine, store, snapshots, source=EventSource.AUDIT).new_ids)
 
 
 async def _repair_unknown(
@@ -348,7 +349,9 @@ async def _repair_unknown(
     total = 0
     for start in range(0, len(unknown), 100):
         events = await asyncio.gather(*(fetch(rid) for rid in unknown[start : start + 100]))
-        added = await asyncio.to_thread(add_and_apply, engine, store, events, source="audit")
+        added = await asyncio.to_thread(
+            add_and_apply, engine, store, events, source=EventSource.AUDIT
+        )
         total += len(added.new_ids)
     return total
 

@@ -42,9 +42,7 @@ async def _run(
         if not got:
             print(f"{store.name}: another process is reconciling or backfilling; try later")
             return 1
-        async with ShopertiClient(
-            store.api_url, store.api_key.reveal(), store=store.name
-        ) as client:
+        async with ShopertiClient.for_store(store) as client:
             with progress:
                 totals = {}
                 for resource in ("customers", "orders"):

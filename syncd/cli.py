@@ -16,9 +16,9 @@ from typing import Any
 
 from syncd.config import Settings, StoreConfig, load_settings
 from syncd.errors import SyncdError
+from syncd.vocabulary import RETRYABLE, EventStatus
 
 log = logging.getLogger("syncd.cli")
-EVENT_STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
 
 
 SETTINGS_HELP = """\
@@ -156,7 +156,7 @@ def _events_parser(commands: Any) -> None:
     actions = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="events, newest first (never payloads)")
     listing.add_argument("--store", help="store name (default: all stores)")
-    listing.add_argument("--status", choices=EVENT_STATUSES, help="only events in STATUS")
+    listing.add_argument("--status", choices=tuple(EventStatus), help="only events in STATUS")
     listing.add_argument("--type", help="only events of type T (e.g. order.paid)")
     listing.add_argument("--since", type=_date, help="only events received since DATE")
     listing.add_argument("--limit", type=_positive, default=50, help="at most N (default 50)")
@@ -170,7 +170,7 @@ def _events_parser(commands: Any) -> None:
     retry.add_argument("--store", help="store name (default: all stores)")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", nargs="+", metavar="ID", help="these events")
-    which.add_argument("--status", choices=("failed", "rejected"), help="every event in STATUS")
+    which.add_argument("--status", choices=RETRYABLE, help="every event in STATUS")
     retry.add_argument("--dry-run", action="store_true", help="say how many, change nothing")
 
 
@@ -365,10 +365,7 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         nonlocal failed
         for store in _stores(settings, args.store, need_api=True):
-            assert store.api_url and store.api_key
-            async with ShopertiClient(
-                store.api_url, store.api_key.reveal(), store=store.name
-            ) as client:
+            async with ShopertiClient.for_store(store) as client:
                 report = await reconcile_store(engine, settings, store, client, apply_now=True)
             if report.mode == "skipped":
                 print(f"{store.name}: skipped, another process is reconciling")
@@ -405,7 +402,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from syncd.db.engine import check_schema_at_head, make_engine
-    from syncd.worker import replay_store
+    from syncd.replay import replay_store
 
     engine = make_engine(settings.database_url)
     try:
@@ -437,11 +434,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         nonlocal clean
         for store in _stores(settings, args.store, need_api=True):
-            assert store.api_url and store.api_key
             progress = ProgressDisplay(store.name, enabled=not args.json)
-            async with ShopertiClient(
-                store.api_url, store.api_key.reveal(), store=store.name
-            ) as client:
+            async with ShopertiClient.for_store(store) as client:
                 with progress:
                     report = await audit_store(
                         engine,

@@ -18,14 +18,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from syncd.errors import ConfigError
-from syncd.localtime import DEFAULT_TIMEZONE
+import httpx
 
-VerifyMode = Literal["api", "off"]
+from syncd.errors import ConfigError
+from syncd.vocabulary import VerifyMode
+
 DEFAULT_DATABASE_URL = "sqlite:///syncd.db"
+DEFAULT_TIMEZONE = "America/Mexico_City"  # the store's clock unless configured
 STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_API_CONCURRENCY = 4
 MAX_API_CONCURRENCY = 64
@@ -60,7 +62,7 @@ class StoreConfig:
     api_url: str | None = None
     api_key: Secret | None = None
     webhook_secret: Secret | None = None
-    verify: VerifyMode = "off"
+    verify: VerifyMode = VerifyMode.OFF
     timezone: str = DEFAULT_TIMEZONE  # IANA zone name of the store's own clock
     api_concurrency: int = 4  # API list requests in flight while paging (backfill, reconcile)
 
@@ -129,6 +131,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if (api_url is None) != (api_key is None):
         missing = "SYNCD_API_KEY" if api_key is None else "SYNCD_API_URL"
         raise ConfigError(missing, "SYNCD_API_URL and SYNCD_API_KEY must be set together")
+    _check_api("SYNCD_API_URL", "SYNCD_API_KEY", api_url, api_key)
     webhook_secret = env.secret("SYNCD_WEBHOOK_SECRET", "webhook_secret")
     verify = _verify_mode("SYNCD_VERIFY", env.text("SYNCD_VERIFY"), has_key=api_key is not None)
     api_concurrency = env.integer(
@@ -188,12 +191,12 @@ def _log_level(value: str | None) -> str:
 
 def _verify_mode(variable: str, value: str | None, *, has_key: bool) -> VerifyMode:
     if value is None or value == "":
-        return "api" if has_key else "off"
-    if value not in ("api", "off"):
+        return VerifyMode.API if has_key else VerifyMode.OFF
+    if value not in tuple(VerifyMode):
         raise ConfigError(variable, f"expected 'api' or 'off', got {value!r}")
-    if value == "api" and not has_key:
+    if value == VerifyMode.API and not has_key:
         raise ConfigError(variable, "'api' needs an API URL and key for the store")
-    return value  # type: ignore[return-value]
+    return VerifyMode(value)
 
 
 class _Env:
@@ -259,6 +262,40 @@ def _check_range(name: str, value: float, low: float, high: float | None) -> Non
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(name, f"must be {bound}, got {value}")
+
+
+def api_url_problem(raw: str, key_name: str = "SYNCD_API_KEY") -> str | None:
+    """What is wrong with a store's API base URL, or None. Checked once when
+    the settings load (the error names where the URL came from) and again by
+    a client made directly."""
+    try:
+        url = httpx.URL(raw.strip())
+    except (httpx.InvalidURL, TypeError):
+        return "is not a URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        return "must be an absolute http(s) URL such as https://host/v1"
+    if url.userinfo or url.query or url.fragment:
+        return f"must not carry credentials, a query or a fragment; the API key goes in {key_name}"
+    return None
+
+
+def api_key_problem(key: str) -> str | None:
+    """What is wrong with an API key, or None; never the key itself."""
+    if not isinstance(key, str) or not key:
+        return "is empty"
+    if any(not ch.isprintable() or ch.isspace() for ch in key) or not key.isascii():
+        return "contains whitespace, control or non-ASCII characters (a stray newline in the file?)"
+    return None
+
+
+def _check_api(url_name: str, key_name: str, url: str | None, key: Secret | None) -> None:
+    """A store's API access, validated where it was configured."""
+    url_problem = api_url_problem(url, key_name) if url is not None else None
+    if url_problem is not None:
+        raise ConfigError(url_name, url_problem)
+    key_problem = api_key_problem(key.reveal()) if key is not None else None
+    if key_problem is not None:
+        raise ConfigError(key_name, key_problem)
 
 
 def _check_url(name: str, raw: str) -> str:
@@ -343,6 +380,7 @@ def _store_from_table(where: str, table: Any, env: _Env) -> StoreConfig:
     api_key = secret("api_key")
     if (api_url is None) != (api_key is None):
         raise ConfigError(f"{where} api_url", "api_url and api_key must be set together")
+    _check_api(f"{where} api_url", f"{where} api_key", api_url, api_key)
     verify = _verify_mode(f"{where} verify", text("verify"), has_key=api_key is not None)
     store = StoreConfig(
         name,

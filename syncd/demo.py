@@ -44,6 +44,7 @@ from syncd.db.models import (
 from syncd.errors import SyncdError
 from syncd.reconcile import reconcile_store
 from syncd.shoperti import wire
+from syncd.vocabulary import EventSource, EventStatus
 
 API_KEY = "sk_demo_not_a_secret"
 TOKEN = "demo-token"  # noqa: S105 - the demo's own throwaway token
@@ -270,7 +271,11 @@ def _differences(
 def pending_count(engine: Engine, store: str) -> int:
     with engine.connect() as conn:
         return int(
-            conn.scalar(select(func.count()).where(Event.store == store, Event.status == "pending"))
+            conn.scalar(
+                select(func.count()).where(
+                    Event.store == store, Event.status == EventStatus.PENDING
+                )
+            )
             or 0
         )
 
@@ -479,12 +484,20 @@ def _counts(engine: Engine, store: str) -> dict[str, Any]:
             "orders": count(Order.__table__, Order.store == store),
             "line_items": count(OrderLineItem.__table__, OrderLineItem.store == store),
             "customers": count(Customer.__table__, Customer.store == store),
-            "webhook": count(Event.__table__, Event.store == store, Event.source == "webhook"),
-            "applied": count(Event.__table__, Event.store == store, Event.status == "applied"),
-            "ignored": count(Event.__table__, Event.store == store, Event.status == "ignored"),
+            "webhook": count(
+                Event.__table__, Event.store == store, Event.source == EventSource.WEBHOOK
+            ),
+            "applied": count(
+                Event.__table__, Event.store == store, Event.status == EventStatus.APPLIED
+            ),
+            "ignored": count(
+                Event.__table__, Event.store == store, Event.status == EventStatus.IGNORED
+            ),
             "reconcile_ids": set(
                 conn.scalars(
-                    select(Event.id).where(Event.store == store, Event.source == "reconcile")
+                    select(Event.id).where(
+                        Event.store == store, Event.source == EventSource.RECONCILE
+                    )
                 )
             ),
         }

@@ -7,7 +7,7 @@ No message may carry a secret (API key, webhook secret) or customer data.
     ├── ConfigError            invalid configuration; names the variable
     ├── SchemaNotAtHead        the database needs `syncd db upgrade`
     ├── DatabaseUnavailable    the database did not answer (webhooks get 503)
-    ├── WireError              a payload does not have the shape of SPEC §2
+    ├── WireError              a payload does not have the shape docs/api.md describes
     └── ApiError               the Shoperti API failed (after retries)
         ├── ApiAuthError       401: the API key is wrong
         ├── ApiNotFound        404: unknown id (or not this account's)
@@ -55,7 +55,7 @@ class DatabaseUnavailable(SyncdError):
 
 
 class WireError(SyncdError):
-    """A payload from Shoperti (webhook or API) is not what SPEC §2 describes."""
+    """A payload from Shoperti (webhook or API) is not what docs/api.md describes."""
 
 
 class ApiError(SyncdError):

@@ -1,8 +1,10 @@
 """The inbox: every event enters the database here, and only here.
 
-Webhooks, reconcile and backfill differ only in ``source``. An event is a
+Webhooks, reconcile, backfill and audit differ only in ``source`` (and
+whether the new events are applied at once, :func:`ingest`). An event is a
 row in ``events`` with ``status = 'pending'`` once committed; the worker
-takes it from there. Putting the same event id twice changes nothing.
+takes it from there (:func:`claim`). Putting the same event id twice
+changes nothing. :func:`backlog` counts what waits or went wrong.
 
 :class:`GroupCommitter` lets concurrent webhook requests share one
 transaction: each request waits for the commit that holds its event, so an
@@ -17,17 +19,20 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Select, Table, func, or_, select
 from sqlalchemy.engine import Connection
 
+from syncd.config import StoreConfig
 from syncd.db import dialect
 from syncd.db.models import Event as EventRow
 from syncd.errors import DatabaseUnavailable
 from syncd.shoperti import wire
+from syncd.vocabulary import BACKLOG, EventSource, EventStatus, VerifyMode
 
 log = logging.getLogger("syncd.inbox")
 DEADLOCK_RETRIES = 5
@@ -42,7 +47,7 @@ def event_row(
     store: str,
     event: wire.Event,
     *,
-    source: str,
+    source: EventSource,
     verified: bool,
     snapshot: bool = False,
     now: datetime | None = None,
@@ -57,7 +62,7 @@ def event_row(
         "created_at": event.created_at,
         "received_at": now,
         "source": source,
-        "status": "pending",
+        "status": EventStatus.PENDING,
         "verified": verified,
         "snapshot": snapshot,
         "attempts": 0,
@@ -83,34 +88,106 @@ def known_ids(conn: Connection, store: str, ids: Iterable[str]) -> set[str]:
     return found
 
 
+def claim(store: StoreConfig, now: datetime, limit: int) -> Select[Any]:
+    """The oldest ``limit`` events of ``store`` ready to apply, locked
+    (``ix_events_queue`` hands them over in order, however long the backlog)."""
+    ready = (
+        events_to_apply(
+            store.name,
+            events_table.c.status == EventStatus.PENDING,
+            or_(events_table.c.next_attempt_at.is_(None), events_table.c.next_attempt_at <= now),
+        )
+        .order_by(events_table.c.received_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if store.verify == VerifyMode.API:
+        ready = ready.where(events_table.c.verified.is_(True))
+    return ready
+
+
+def events_to_apply(store: str, *conditions: Any) -> Select[Any]:
+    """The columns the apply path reads, of ``store``'s events that match."""
+    return select(
+        events_table.c.id,
+        events_table.c.type,
+        events_table.c.payload,
+        events_table.c.snapshot,
+        events_table.c.attempts,
+        events_table.c.created_at,
+    ).where(events_table.c.store == store, *conditions)
+
+
+def backlog(engine: Engine) -> dict[tuple[str, str], int]:
+    """Pending, failed and rejected counts by (store, status), for the metrics."""
+    with dialect.reading(engine) as conn:
+        rows = conn.execute(
+            select(events_table.c.store, events_table.c.status, func.count())
+            .where(events_table.c.status.in_(BACKLOG))
+            .group_by(events_table.c.store, events_table.c.status)
+        ).all()
+        conn.commit()
+    return {(row[0], row[1]): int(row[2]) for row in rows}
+
+
 @dataclass(frozen=True)
 class Added:
     new_ids: list[str]
     seen: int
 
 
-def add_events(
+class ApplyAtOnce(Protocol):
+    """How :func:`ingest` applies new events in the transaction that stores
+    them (backfill, resource sync, audit): the worker's apply step."""
+
+    def lock(self, conn: Connection) -> AbstractContextManager[object]:
+        """The store's apply lock, held from before the inbox is read until commit."""
+        ...
+
+    def __call__(
+        self, conn: Connection, events: Sequence[wire.Event], rows: list[dict[str, Any]]
+    ) -> None:
+        """Apply ``events`` and write each one's outcome into its row (same order)."""
+        ...
+
+
+def ingest(
     engine: Engine,
     store: str,
     payloads: Sequence[Mapping[str, Any]],
     *,
-    source: str,
-    verified: bool,
+    source: EventSource,
+    verified: bool = True,
+    snapshot: bool = False,
+    apply_at_once: ApplyAtOnce | None = None,
     also: Callable[[Connection, Added], None] | None = None,
 ) -> Added:
-    """Put events fetched from the API (reconcile, backfill) into the inbox in
-    one transaction; says which ids were not there before. ``also`` runs in
-    the same transaction, told what was added (a checkpoint that must commit
-    with the events)."""
+    """Put events read from the API into the inbox in one transaction; says
+    which ids were not there before (webhooks go through :class:`GroupCommitter`).
+
+    Reconcile, backfill and audit differ only in ``source`` and in whether the
+    new events are applied at once (``apply_at_once``: each is then written
+    once, with its outcome, instead of inserted pending for the worker).
+    ``also`` runs in the same transaction, told what was added (a checkpoint
+    that must commit with the events).
+    """
     events = parse_fetched(payloads)
     now = utcnow()
-    with engine.begin() as conn:
-        fresh = fresh_events(conn, store, events)
-        rows = [fetched_row(store, e, source=source, verified=verified, now=now) for e in fresh]
-        put(conn, rows, expect_new=True)
-        added = Added(new_ids=[e.id for e in fresh], seen=len(events))
-        if also is not None:
-            also(conn, added)
+    with engine.connect() as conn:
+        lock = apply_at_once.lock(conn) if apply_at_once else contextlib.nullcontext()
+        with lock:
+            fresh = fresh_events(conn, store, events)
+            rows = [
+                fetched_row(store, e, source=source, verified=verified, snapshot=snapshot, now=now)
+                for e in fresh
+            ]
+            if apply_at_once is not None:
+                apply_at_once(conn, fresh, rows)
+            put(conn, rows, expect_new=True)
+            added = Added(new_ids=[e.id for e in fresh], seen=len(events))
+            if also is not None:
+                also(conn, added)
+            conn.commit()
     return added
 
 
@@ -136,7 +213,7 @@ def fetched_row(
     store: str,
     event: wire.Event,
     *,
-    source: str,
+    source: EventSource,
     verified: bool,
     snapshot: bool = False,
     now: datetime,
@@ -145,7 +222,9 @@ def fetched_row(
     once when it cannot be stored (:func:`parse_fetched`)."""
     row = event_row(store, event, source=source, verified=verified, snapshot=snapshot, now=now)
     if event.unstorable is not None:
-        row.update(status="failed", last_error=event.unstorable, attempts=1, processed_at=now)
+        row.update(
+            status=EventStatus.FAILED, last_error=event.unstorable, attempts=1, processed_at=now
+        )
     return row
 
 

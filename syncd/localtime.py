@@ -21,23 +21,21 @@ import functools
 import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from syncd.config import DEFAULT_TIMEZONE as DEFAULT_TIMEZONE
+from syncd.config import StoreConfig
 from syncd.db import dialect
 from syncd.db.models import Order as OrderRow
 from syncd.db.models import OrderRefund as RefundRow
 from syncd.db.models import SyncState as SyncStateRow
 
-if TYPE_CHECKING:
-    from syncd.config import StoreConfig
-
 log = logging.getLogger("syncd.localtime")
 
-DEFAULT_TIMEZONE = "America/Mexico_City"
 STATE_NAME = "timezone"
 
 orders: Table = OrderRow.__table__  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """The webhook route: check, parse, commit to the inbox, answer.
 
 It answers 200 only once the event is committed (a duplicate too), and
-otherwise says exactly why not (SPEC §5). The content type is not trusted;
+otherwise says exactly why not (docs/api.md §3). The content type is not trusted;
 the body is read in chunks and refused past ``SYNCD_MAX_BODY_BYTES``; the
 rest is read and dropped (up to a bound) so the sender can read the 413.
 The route never applies anything: it hands over to the worker by waking it.
@@ -25,6 +25,7 @@ from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import GroupCommitter, event_row
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
+from syncd.vocabulary import EventSource
 
 log = logging.getLogger("syncd.receiver")
 
@@ -184,7 +185,7 @@ class WebhookEndpoint:
         except WireError as exc:
             return error(400, str(exc))
         # Verified only by the API, never by the poster; 'off' applies it as is.
-        row = event_row(store.name, event, source="webhook", verified=False)
+        row = event_row(store.name, event, source=EventSource.WEBHOOK, verified=False)
         try:
             await self.committer.put(row)
         except DatabaseUnavailable as exc:

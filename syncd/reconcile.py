@@ -34,61 +34,20 @@ from syncd import inbox
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.engine import lock_engine
-from syncd.db.models import RefreshRequest, SyncState
+from syncd.db.models import RefreshRequest
 from syncd.errors import ApiNotFound
 from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
+from syncd.state import STREAMS, EventsCursor, LastRun, read_state, write_state, write_state_on
+from syncd.vocabulary import EventSource
 from syncd.worker import add_and_apply, apply_pending
 
 log = logging.getLogger("syncd.reconcile")
-sync_state: Table = SyncState.__table__  # type: ignore[assignment]
 refresh_requests: Table = RefreshRequest.__table__  # type: ignore[assignment]
 
-EVENTS_CURSOR = "events_cursor"
-LAST_RUN = "reconcile_last_run"
 Resource = Literal["orders", "customers"]
-STREAMS: dict[str, str] = {
-    "events": EVENTS_CURSOR,  # created_at of events, minus the lookback
-    "orders": "backfill:orders",  # page checkpoint of a resource sync in progress
-    "customers": "backfill:customers",
-}
-
-
-# --- sync_state -----------------------------------------------------------------------
-
-
-def read_state(engine: Engine, store: str, name: str) -> dict[str, Any] | None:
-    with dialect.reading(engine) as conn:
-        value = conn.scalar(
-            select(sync_state.c.value).where(sync_state.c.store == store, sync_state.c.name == name)
-        )
-        conn.commit()
-    return dict(value) if value is not None else None
-
-
-def write_state(engine: Engine, store: str, name: str, value: dict[str, Any] | None) -> None:
-    with engine.begin() as conn:
-        write_state_on(conn, store, name, value)
-
-
-def write_state_on(conn: Connection, store: str, name: str, value: dict[str, Any] | None) -> None:
-    if value is None:
-        conn.execute(
-            delete(sync_state).where(sync_state.c.store == store, sync_state.c.name == name)
-        )
-        return
-    dialect.upsert(
-        conn,
-        sync_state,
-        [{"store": store, "name": name, "value": value, "updated_at": utcnow()}],
-        update=["value", "updated_at"],
-    )
-
-
-def _time(value: Any) -> datetime | None:
-    return wire.timestamp(value, "sync_state") if isinstance(value, str) else None
 
 
 # --- the lock -------------------------------------------------------------------------
@@ -201,7 +160,7 @@ async def sync_resource(
             write_state_on(conn, store.name, checkpoint_name, value)
 
         added = await asyncio.to_thread(
-            add_and_apply, engine, store, batch, source="backfill", also=checkpoint
+            add_and_apply, engine, store, batch, source=EventSource.BACKFILL, also=checkpoint
         )
         seen = seen_after
         found += len(added.new_ids)
@@ -277,7 +236,7 @@ async def refresh_undecided(
             )
 
     await asyncio.to_thread(
-        add_and_apply, engine, store, snapshots, source="reconcile", also=settled
+        add_and_apply, engine, store, snapshots, source=EventSource.RECONCILE, also=settled
     )
     log.info("reconcile.refreshed", extra={"store": store.name, "count": len(snapshots)})
     return len(snapshots)
@@ -321,7 +280,7 @@ async def reconcile_store(
     metrics: Metrics | None = None,
     apply_now: bool = False,
 ) -> RunReport:
-    """One reconcile pass for ``store`` (SPEC §1: recover what webhooks missed)."""
+    """One reconcile pass for ``store`` (recover what webhooks missed: docs/api.md §1)."""
     report = RunReport(store=store.name, started_at=utcnow().isoformat())
     async with exclusive(engine, f"reconcile:{store.name}") as got:
         # The run starts once it holds the lock (taking it opens a connection),
@@ -336,8 +295,8 @@ async def reconcile_store(
                 metrics.reconcile_runs.labels(store.name, "skipped").inc()
             return report
         try:
-            cursor_state = await asyncio.to_thread(read_state, engine, store.name, EVENTS_CURSOR)
-            cursor = _time(cursor_state.get("at")) if cursor_state else None
+            saved = await asyncio.to_thread(EventsCursor.load, engine, store.name)
+            cursor = saved.at if saved is not None else None
             retention = timedelta(seconds=settings.event_retention)
             lookback = timedelta(seconds=settings.reconcile_lookback)
             if cursor is None or cursor - lookback < started - retention:
@@ -362,11 +321,11 @@ async def reconcile_store(
                 async with contextlib.aclosing(listing):  # closed: no request left in flight
                     async for page in listing:
                         added = await asyncio.to_thread(
-                            inbox.add_events,
+                            inbox.ingest,
                             engine,
                             store.name,
                             page.items,
-                            source="reconcile",
+                            source=EventSource.RECONCILE,
                             verified=True,
                         )
                         report.events_seen += added.seen
@@ -377,25 +336,18 @@ async def reconcile_store(
                     )
             report.refreshed = await refresh_undecided(engine, store, client)
             # Every page is committed: only now may the cursor move.
-            await asyncio.to_thread(
-                write_state, engine, store.name, EVENTS_CURSOR, {"at": started.isoformat()}
-            )
+            await asyncio.to_thread(EventsCursor(started).save, engine, store.name)
         except Exception as exc:
             report.error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("reconcile.failed", extra={"store": store.name, "error": report.error})
         finally:
             report.finished_at = utcnow().isoformat()
-            last = asdict(report)
-            if report.error is None:
-                last["last_success_at"] = report.finished_at
-                last["failing_since"] = None
-            else:
-                previous = await asyncio.to_thread(read_state, engine, store.name, LAST_RUN)
-                last["last_success_at"] = (previous or {}).get("last_success_at")
-                # When the failures began: kept while runs keep failing.
-                last["failing_since"] = (previous or {}).get("failing_since") or report.started_at
+            previous = None  # a failed pass keeps the last success and when failures began
+            if report.error is not None:
+                previous = await asyncio.to_thread(LastRun.load, engine, store.name)
+            last = LastRun.after(asdict(report), previous)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(write_state, engine, store.name, LAST_RUN, last)
+                await asyncio.to_thread(last.save, engine, store.name)
     if metrics is not None:
         metrics.reconcile_runs.labels(store.name, "error" if report.error else "ok").inc()
         if report.found:

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd.reconcile import reconcile_store
-
-if TYPE_CHECKING:
-    from syncd.app import Daemon
-
 log = logging.getLogger("syncd.scheduler")
+
+#: One store's reconcile pass (the app's composition root builds them).
+Job = Callable[[], Awaitable[object]]
 
 
 @dataclass
@@ -42,50 +40,43 @@ class RunningScheduler:
             await asyncio.gather(*self.running, return_exceptions=True)
 
 
-def start_scheduler(daemon: Daemon) -> RunningScheduler | None:
-    settings = daemon.settings
-    if settings.reconcile_interval <= 0 or not daemon.clients:
+def start_scheduler(
+    jobs: Mapping[str, Job], *, interval: float, concurrency: int
+) -> RunningScheduler | None:
+    """Run each store's job (by store name) every ``interval`` seconds, the
+    first run at once, at most ``concurrency`` of them at a time; None when
+    there is nothing to run."""
+    if interval <= 0 or not jobs:
         return None
     scheduler = AsyncIOScheduler(timezone=UTC)
     running: set[asyncio.Task[object]] = set()
-    turns = asyncio.Semaphore(settings.reconcile_concurrency)
+    turns = asyncio.Semaphore(concurrency)
 
-    for store in settings.stores.values():
-        client = daemon.clients.get(store.name)
-        if client is None:
-            continue
-
-        async def job(store_name: str = store.name) -> None:
-            task = asyncio.current_task()
+    async def run(store_name: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            running.add(task)
+        try:
+            async with turns:
+                await jobs[store_name]()
+        except asyncio.CancelledError:
+            # Shutdown: the run stops at a page boundary, its cursor unmoved.
+            log.info("reconcile.cancelled", extra={"store": store_name})
+        finally:
             if task is not None:
-                running.add(task)
-            try:
-                async with turns:
-                    report = await reconcile_store(
-                        daemon.engine,
-                        settings,
-                        settings.stores[store_name],
-                        daemon.clients[store_name],
-                        metrics=daemon.metrics,
-                    )
-                if report.found:
-                    daemon.worker.wake()
-            except asyncio.CancelledError:
-                # Shutdown: the run stops at a page boundary, its cursor unmoved.
-                log.info("reconcile.cancelled", extra={"store": store_name})
-            finally:
-                if task is not None:
-                    running.discard(task)
+                running.discard(task)
 
+    for store_name in jobs:
         scheduler.add_job(
-            job,
+            run,
             "interval",
-            seconds=settings.reconcile_interval,
-            id=f"reconcile:{store.name}",
+            args=(store_name,),
+            seconds=interval,
+            id=f"reconcile:{store_name}",
             max_instances=1,
             coalesce=True,
             next_run_time=datetime.now(UTC),
-            misfire_grace_time=int(settings.reconcile_interval),
+            misfire_grace_time=int(interval),
         )
     scheduler.start()
     return RunningScheduler(scheduler, running)

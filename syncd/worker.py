@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, Table, func, or_, select, true, update
+from sqlalchemy import Engine, Table, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 
@@ -40,6 +40,7 @@ from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics, type_label
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
+from syncd.vocabulary import EventSource, EventStatus, VerifyMode
 
 log = logging.getLogger("syncd.worker")
 events: Table = EventRow.__table__  # type: ignore[assignment]
@@ -73,34 +74,16 @@ def apply_pending(engine: Engine, store: StoreConfig, *, limit: int, max_attempt
     report = Report()
     now = utcnow()
     with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        rows = conn.execute(claim(store, now, limit)).all()
+        rows = conn.execute(inbox.claim(store, now, limit)).all()
         if not rows:
             conn.commit()
             return report
         stored = [apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows]
         localtime.ensure_zone(conn, store.name, store.timezone)
-        outcomes = _write_isolated(conn, store, stored, now)
+        outcomes = write_isolated(conn, store, stored, now)
         _mark(conn, store.name, rows, outcomes, now, max_attempts, report)
         conn.commit()
     return report
-
-
-def claim(store: StoreConfig, now: datetime, limit: int) -> Select[Any]:
-    """The oldest ``limit`` events of ``store`` ready to apply, locked
-    (``ix_events_queue`` hands them over in order, however long the backlog)."""
-    ready = (
-        _events_to_apply(
-            store.name,
-            events.c.status == "pending",
-            or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
-        )
-        .order_by(events.c.received_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    if store.verify == "api":
-        ready = ready.where(events.c.verified.is_(True))
-    return ready
 
 
 def add_and_apply(
@@ -108,7 +91,7 @@ def add_and_apply(
     store: StoreConfig,
     payloads: Sequence[Mapping[str, Any]],
     *,
-    source: str,
+    source: EventSource,
     snapshot: bool = True,
     also: Callable[[Connection, inbox.Added], None] | None = None,
 ) -> inbox.Added:
@@ -117,48 +100,55 @@ def add_and_apply(
     ``snapshot``, copies of orders and customers syncd read).
 
     The same rules and writes as :func:`apply_pending`; only the round trip
-    through the inbox is saved: each new event is written once, with its
-    outcome, instead of inserted pending, read back and marked. An event
-    whose write fails for a database reason goes in pending, for the worker
-    to retry. ``also`` runs in the same transaction (a page checkpoint).
+    through the inbox is saved (:func:`syncd.inbox.ingest`). An event whose
+    write fails for a database reason goes in pending, for the worker to
+    retry. ``also`` runs in the same transaction (a page checkpoint).
     """
-    events_in = inbox.parse_fetched(payloads)
-    now = utcnow()
-    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        fresh = inbox.fresh_events(conn, store.name, events_in)
+    return inbox.ingest(
+        engine,
+        store.name,
+        payloads,
+        source=source,
+        snapshot=snapshot,
+        apply_at_once=ApplyNow(store),
+        also=also,
+    )
+
+
+@dataclass(frozen=True)
+class ApplyNow:
+    """The apply step inside :func:`syncd.inbox.ingest`'s transaction."""
+
+    store: StoreConfig
+
+    def lock(self, conn: Connection) -> contextlib.AbstractContextManager[object]:
+        return dialect.transaction_lock(conn, f"apply:{self.store.name}")
+
+    def __call__(
+        self, conn: Connection, events: Sequence[wire.Event], rows: list[dict[str, Any]]
+    ) -> None:
+        store, now = self.store, rows[0]["received_at"] if rows else utcnow()
         stored = [
-            apply.StoredEvent(event.id, event.type, event.payload, snapshot)
-            for event in fresh
+            apply.StoredEvent(event.id, event.type, event.payload, row["snapshot"])
+            for event, row in zip(events, rows, strict=True)
             if event.unstorable is None
         ]
         localtime.ensure_zone(conn, store.name, store.timezone)
-        outcomes = _write_isolated(conn, store, stored, now)
-        rows = []
-        for event in fresh:
-            row = inbox.fetched_row(
-                store.name, event, source=source, verified=True, snapshot=snapshot, now=now
-            )
+        outcomes = write_isolated(conn, store, stored, now)
+        for event, row in zip(events, rows, strict=True):
             if event.unstorable is not None:
-                rows.append(row)  # failed already, with the reason
-                continue
+                continue  # failed already, with the reason
             outcome = outcomes[event.id]
             row.update(attempts=1, last_error=outcome.error)
-            if outcome.status == "retry":
+            if outcome.status == apply.RETRY:
                 row["next_attempt_at"] = now + retry_delay(1)
             else:
                 row.update(status=outcome.status, processed_at=now)
-                if outcome.status == "failed":
-                    gave_up(store.name, event.id, event.type, "failed", outcome.error)
-            rows.append(row)
-        inbox.put(conn, rows, expect_new=True)
-        added = inbox.Added(new_ids=[event.id for event in fresh], seen=len(events_in))
-        if also is not None:
-            also(conn, added)
-        conn.commit()
-    return added
+                if outcome.status == EventStatus.FAILED:
+                    gave_up(store.name, event.id, event.type, outcome.status, outcome.error)
 
 
-def _write_isolated(
+def write_isolated(
     conn: Connection, config: StoreConfig, stored: Sequence[apply.StoredEvent], now: datetime
 ) -> dict[str, apply.Outcome]:
     """Write the batch at once; if that fails, event by event, so one event's
@@ -174,7 +164,7 @@ def _write_isolated(
             raise
         log.warning("apply.batch_failed", extra={"store": store, "error": type(exc).__name__})
     for event in stored:
-        if outcomes[event.id].status != "applied":
+        if outcomes[event.id].status != EventStatus.APPLIED:
             continue
         single, _ = apply.collect(store, [event])
         try:
@@ -185,13 +175,15 @@ def _write_isolated(
                 raise
             if isinstance(exc, StatementError) and isinstance(exc.orig, ValueError):
                 # A value our own column types refuse: no retry will change it.
-                outcomes[event.id] = apply.Outcome("failed", str(exc.orig))
+                outcomes[event.id] = apply.Outcome(EventStatus.FAILED, str(exc.orig))
             else:
-                outcomes[event.id] = apply.Outcome("retry", f"database error: {_short(exc)}")
+                outcomes[event.id] = apply.Outcome(apply.RETRY, f"database error: {_short(exc)}")
     return outcomes
 
 
-def gave_up(store: str, event_id: str, event_type: str, status: str, reason: str | None) -> None:
+def gave_up(
+    store: str, event_id: str, event_type: str, status: EventStatus, reason: str | None
+) -> None:
     """One WARNING line per event that ended failed or rejected: its id, type
     and reason, never its payload (the log formatter masks e-mail addresses
     in the reason too)."""
@@ -221,38 +213,23 @@ def _mark(
     max_attempts: int,
     report: Report,
 ) -> None:
+    """Write each claimed event's outcome: a final status (one UPDATE per
+    status and error), or another attempt later with backoff."""
     groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for row in rows:
         outcome = outcomes[row.id]
-        status = outcome.status
         attempts = row.attempts + 1
-        if status == "retry":
-            if attempts >= max_attempts:
-                status = "failed"
-            else:
-                conn.execute(
-                    update(events)
-                    .where(events.c.store == store, events.c.id == row.id)
-                    .values(
-                        attempts=attempts,
-                        last_error=outcome.error,
-                        next_attempt_at=now + retry_delay(attempts),
-                    )
-                )
-                report.retried += 1
-                continue
-        groups[(status, outcome.error)].append(row.id)
-        report.by_type[(type_label(row.type), status)] += 1
-        if status == "applied":
-            report.applied += 1
-            if row.created_at is not None:
-                report.lags.append(max((now - row.created_at).total_seconds(), 0.0))
-        elif status == "ignored":
-            report.ignored += 1
+        if outcome.status != apply.RETRY:
+            status = EventStatus(outcome.status)
+        elif attempts >= max_attempts:
+            status = EventStatus.FAILED
         else:
-            report.failed += 1
-            gave_up(store, row.id, row.type, status, outcome.error)
-    _set_outcomes(
+            _retry_later(conn, store, row.id, attempts, outcome.error, now)
+            report.retried += 1
+            continue
+        groups[(status, outcome.error)].append(row.id)
+        _count(report, store, row, status, outcome.error, now)
+    set_outcomes(
         conn,
         store,
         groups,
@@ -262,19 +239,33 @@ def _mark(
     )
 
 
-def _events_to_apply(store: str, *conditions: Any) -> Select[Any]:
-    """The columns the apply path reads, of ``store``'s events that match."""
-    return select(
-        events.c.id,
-        events.c.type,
-        events.c.payload,
-        events.c.snapshot,
-        events.c.attempts,
-        events.c.created_at,
-    ).where(events.c.store == store, *conditions)
+def _retry_later(
+    conn: Connection, store: str, event_id: str, attempts: int, error: str | None, now: datetime
+) -> None:
+    conn.execute(
+        update(events)
+        .where(events.c.store == store, events.c.id == event_id)
+        .values(attempts=attempts, last_error=error, next_attempt_at=now + retry_delay(attempts))
+    )
 
 
-def _set_outcomes(
+def _count(
+    report: Report, store: str, row: Any, status: EventStatus, error: str | None, now: datetime
+) -> None:
+    """Count an event that reached ``status`` (and log one that ended badly)."""
+    report.by_type[(type_label(row.type), status)] += 1
+    if status == EventStatus.APPLIED:
+        report.applied += 1
+        if row.created_at is not None:
+            report.lags.append(max((now - row.created_at).total_seconds(), 0.0))
+    elif status == EventStatus.IGNORED:
+        report.ignored += 1
+    else:
+        report.failed += 1
+        gave_up(store, row.id, row.type, status, error)
+
+
+def set_outcomes(
     conn: Connection,
     store: str,
     groups: Mapping[tuple[str, str | None], list[str]],
@@ -295,11 +286,32 @@ def _set_outcomes(
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Verified:
+    """The API's copy of the event, to be applied in place of the posted body
+    (``event``: the copy, parsed)."""
+
     event_id: str
-    copy: dict[str, Any] | None = None  # the API's copy: apply it
-    rejected: str | None = None  # why it must never be applied
-    retry: str | None = None  # transient: try again later
+    copy: dict[str, Any]
+    event: wire.Event
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The event must never be applied; ``reason`` says why."""
+
+    event_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifyLater:
+    """Verification did not happen (the API is down or slow): try again later."""
+
+    event_id: str
+    reason: str
+
+
+Verdict = Verified | Rejected | VerifyLater
 
 
 def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[str, Any], int]]:
@@ -309,7 +321,7 @@ def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[s
             select(events.c.id, events.c.payload, events.c.attempts)
             .where(
                 events.c.store == store,
-                events.c.status == "pending",
+                events.c.status == EventStatus.PENDING,
                 events.c.verified.is_(False),
                 or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             )
@@ -324,27 +336,27 @@ async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str,
     try:
         copy = await client.get_event(event_id)
     except ApiNotFound:
-        return Verdict(event_id, rejected="the API does not know this event id")
+        return Rejected(event_id, "the API does not know this event id")
     except ApiError as exc:
-        return Verdict(event_id, retry=f"verification failed: {exc}")
+        return VerifyLater(event_id, f"verification failed: {exc}")
     copy, unstorable = wire.prepare(copy)  # as the inbox stores it, so ids compare alike
     if unstorable is not None:
-        return Verdict(event_id, rejected=f"the API's copy cannot be stored: {unstorable}")
+        return Rejected(event_id, f"the API's copy cannot be stored: {unstorable}")
     try:
         theirs = wire.parse_event(copy)
     except WireError as exc:
-        return Verdict(event_id, rejected=f"the API's copy is malformed: {exc}")
+        return Rejected(event_id, f"the API's copy is malformed: {exc}")
     # The posted body only needs an envelope: its other fields are what the
     # API's copy replaces.
     ours = wire.parse_envelope(posted)
     if theirs.id != event_id:
-        return Verdict(event_id, rejected="the API answered with another event id")
+        return Rejected(event_id, "the API answered with another event id")
     resource_differs = ours.resource_id is not None and theirs.resource_id != ours.resource_id
     if theirs.type != ours.type or resource_differs:
-        return Verdict(
-            event_id, rejected="the posted event differs from the API's copy (type or resource id)"
+        return Rejected(
+            event_id, "the posted event differs from the API's copy (type or resource id)"
         )
-    return Verdict(event_id, copy=copy)
+    return Verified(event_id, copy, theirs)
 
 
 def record_verdicts(
@@ -360,72 +372,52 @@ def record_verdicts(
     now = utcnow()
     with engine.begin() as conn:
         for verdict in verdicts:
-            where = (
-                (events.c.store == store)
-                & (events.c.id == verdict.event_id)
-                & (events.c.status == "pending")
+            conn.execute(
+                update(events)
+                .where(
+                    events.c.store == store,
+                    events.c.id == verdict.event_id,
+                    events.c.status == EventStatus.PENDING,
+                )
+                .values(_verdict_values(verdict, attempts, now))
             )
-            if verdict.copy is not None:
-                copy = verdict.copy
-                event = wire.parse_event(copy)
-                conn.execute(
-                    update(events)
-                    .where(where)
-                    .values(
-                        payload=copy,
-                        verified=True,
-                        type=event.type,
-                        resource=event.resource,
-                        resource_id=event.resource_id,
-                        created_at=event.created_at,
-                    )
-                )
-            elif verdict.rejected is not None:
-                conn.execute(
-                    update(events)
-                    .where(where)
-                    .values(
-                        status="rejected",
-                        last_error=verdict.rejected,
-                        processed_at=now,
-                        attempts=events.c.attempts + 1,
-                    )
-                )
+            if isinstance(verdict, Rejected):
                 report.rejected += 1
-                gave_up(
-                    store,
-                    verdict.event_id,
-                    types.get(verdict.event_id, "?"),
-                    "rejected",
-                    verdict.rejected,
-                )
-            else:
-                # The API is down or slow: not the event's fault. It stays
-                # pending (backoff capped at 15 min) for as long as the outage
-                # lasts; giving up would lose it, since reconcile skips known ids.
-                tries = attempts.get(verdict.event_id, 0) + 1
-                conn.execute(
-                    update(events)
-                    .where(where)
-                    .values(
-                        attempts=tries,
-                        last_error=verdict.retry,
-                        next_attempt_at=now + retry_delay(tries),
-                    )
-                )
+                event_type = types.get(verdict.event_id, "?")
+                gave_up(store, verdict.event_id, event_type, EventStatus.REJECTED, verdict.reason)
+            elif isinstance(verdict, VerifyLater):
                 report.retried += 1
     return report
 
 
-def backlog(engine: Engine) -> dict[tuple[str, str], int]:
-    with dialect.reading(engine) as conn:
-        rows = conn.execute(
-            select(events.c.store, events.c.status, func.count())
-            .where(events.c.status.in_(("pending", "failed", "rejected")))
-            .group_by(events.c.store, events.c.status)
-        ).all()
-        conn.commit()
-    return {(row[0], row[1]): int(row[2]) for row in rows}
+def _verdict_values(verdict: Verdict, attempts: Mapping[str, int], now: datetime) -> dict[str, Any]:
+    """The columns a verdict changes in its pending event's row."""
+    if isinstance(verdict, Verified):
+        event = verdict.event  # parsed once, by verify_one
+        return {
+            "payload": verdict.copy,
+            "verified": True,
+            "type": event.type,
+            "resource": event.resource,
+            "resource_id": event.resource_id,
+            "created_at": event.created_at,
+        }
+    if isinstance(verdict, Rejected):
+        return {
+            "status": EventStatus.REJECTED,
+            "last_error": verdict.reason,
+            "processed_at": now,
+            "attempts": events.c.attempts + 1,
+        }
+    # The API is down or slow: not the event's fault. It stays pending
+    # (backoff capped at 15 min) for as long as the outage lasts; giving up
+    # would lose it, since reconcile skips known ids.
+    tries = attempts.get(verdict.event_id, 0) + 1
+    return {
+        "attempts": tries,
+        "last_error": verdict.reason,
+        "next_attempt_at": now + retry_delay(tries),
+    }
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -505,7 +497,7 @@ class Worker:
             if self._stopping:
                 break
             client = self.clients.get(store.name)
-            if store.verify == "api" and client is not None:
+            if store.verify == VerifyMode.API and client is not None:
                 moved += await self.verify(store, client)
             report = await self.apply_step(store)
             self._observe(store.name, report)
@@ -544,7 +536,7 @@ class Worker:
             types,
         )
         if self.metrics and report.rejected:
-            self.metrics.events.labels(store.name, "any", "rejected").inc(report.rejected)
+            self.metrics.events.labels(store.name, "any", EventStatus.REJECTED).inc(report.rejected)
         return len(verdicts)
 
     def _observe(self, store: str, report: Report) -> None:
@@ -554,72 +546,3 @@ class Worker:
             self.metrics.events.labels(store, event_type, status).inc(count)
         for lag in report.lags:
             self.metrics.apply_lag.labels(store).observe(lag)
-
-
-# --- replay ---------------------------------------------------------------------------
-
-NORMALIZED = (
-    "order_transactions",
-    "order_refund_line_items",
-    "order_refunds",
-    "order_fulfillment_line_items",
-    "order_fulfillments",
-    "order_discount_codes",
-    "order_line_items",
-    "order_addresses",
-    "order_status_history",
-    "orders",
-    "customer_addresses",
-    "customers",
-)
-
-
-def replay_store(engine: Engine, store: StoreConfig, *, chunk: int = 1000) -> Report:
-    """Rebuild the normalized tables of ``store`` from its stored events, in one
-    transaction (BI users see the old tables until the new ones are complete).
-
-    Every event that was applied, ignored or failed is applied again (in
-    ``api`` mode only the verified ones); pending events are left to the
-    worker, rejected ones are never applied. One event that cannot be written
-    fails alone, as in the worker.
-    """
-    from syncd.db.models import metadata
-
-    report = Report()
-    now = utcnow()
-    with engine.connect() as conn, dialect.transaction_lock(conn, f"apply:{store.name}"):
-        for name in NORMALIZED:
-            table = metadata.tables[name]
-            conn.execute(table.delete().where(table.c.store == store.name))
-        localtime.ensure_zone(conn, store.name, store.timezone)  # records the zone
-        after = ""
-        while True:
-            rows = conn.execute(
-                _events_to_apply(
-                    store.name,
-                    events.c.status.in_(("applied", "ignored", "failed")),
-                    # In api mode only the API's copies are ever applied.
-                    events.c.verified.is_(True) if store.verify == "api" else true(),
-                    events.c.id > after,
-                )
-                .order_by(events.c.id)
-                .limit(chunk)
-            ).all()
-            if not rows:
-                break
-            stored = [
-                apply.StoredEvent(row.id, row.type, row.payload, row.snapshot) for row in rows
-            ]
-            outcomes = _write_isolated(conn, store, stored, now)
-            groups: dict[tuple[str, str | None], list[str]] = defaultdict(list)
-            for row in rows:
-                outcome = outcomes[row.id]
-                if outcome.status == "retry":  # no second chance inside a replay
-                    outcome = apply.Outcome("failed", outcome.error)
-                groups[(outcome.status, outcome.error)].append(row.id)
-                report.by_type[(type_label(row.type), outcome.status)] += 1
-                setattr(report, outcome.status, getattr(report, outcome.status) + 1)
-            _set_outcomes(conn, store.name, groups, processed_at=now)
-            after = rows[-1].id
-        conn.commit()
-    return report

@@ -41,12 +41,6 @@ NORMALIZED = (
 )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --- the cuttable TCP proxy -----------------------------------------------------------
 
 

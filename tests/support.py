@@ -1,9 +1,10 @@
 """Helpers shared by the tests: run an ASGI app on a real port in a thread,
-and poll for a condition with a deadline (instead of sleeping)."""
+poll for a condition with a deadline (instead of sleeping), find a free port."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,13 @@ from typing import Any, TypeVar
 import uvicorn
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @contextmanager

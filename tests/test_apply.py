@@ -1,4 +1,4 @@
-"""The apply path: events from the inbox into the normalized tables (SPEC §2, §6).
+"""The apply path: events from the inbox into the normalized tables (docs/apply-rules.md).
 
 Everything goes through the inbox and the worker's ``apply_pending`` (or, for
 the property test, ``apply.collect`` + ``apply.write``), on SQLite, PostgreSQL
@@ -33,9 +33,10 @@ from syncd import apply
 from syncd.config import StoreConfig
 from syncd.db import dialect
 from syncd.db.models import metadata
-from syncd.inbox import add_events, utcnow
+from syncd.inbox import claim, ingest, utcnow
 from syncd.shoperti import wire
-from syncd.worker import Report, add_and_apply, apply_pending, claim
+from syncd.vocabulary import EventSource
+from syncd.worker import Report, add_and_apply, apply_pending
 
 STORE = StoreConfig("default")
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
@@ -63,7 +64,7 @@ BASE = datetime(2026, 11, 27, 18, 0, tzinfo=MEXICO_CITY)
 
 def deliver(engine: Engine, *payloads: Mapping[str, Any], store: str = STORE.name) -> None:
     """Put events into the inbox, as the receiver does."""
-    add_events(engine, store, payloads, source="webhook", verified=False)
+    ingest(engine, store, payloads, source=EventSource.WEBHOOK, verified=False)
 
 
 def apply_all(
@@ -1116,7 +1117,7 @@ def test_unknown_fields_are_kept_in_raw_and_payload(db: Any) -> None:
     assert (event["payload"]["livemode"], event["payload"]["api_version"]) == (True, "2026-10")
 
 
-# --- 2. the rules of SPEC §6 ------------------------------------------------------------------
+# --- 2. the rules of docs/apply-rules.md ----------------------------------------------------------
 
 DELIVERIES = ("in order", "reversed", "one batch", "one fetched page")
 

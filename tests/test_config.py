@@ -92,6 +92,16 @@ MISTAKES = [
     ({"SYNCD_API_URL": "ftp://x"}, "SYNCD_API_URL", "http"),
     ({"SYNCD_API_URL": "https://x.example"}, "SYNCD_API_KEY", "together"),
     ({"SYNCD_API_KEY": "k"}, "SYNCD_API_URL", "together"),
+    (
+        {"SYNCD_API_URL": "https://x.example/v1?key=k", "SYNCD_API_KEY": "k"},
+        "SYNCD_API_URL",
+        "the API key goes in SYNCD_API_KEY",
+    ),
+    (
+        {"SYNCD_API_URL": "https://x.example/v1", "SYNCD_API_KEY": "two words"},
+        "SYNCD_API_KEY",
+        "whitespace",
+    ),
     ({"SYNCD_API_KEY_FILE": "/nonexistent/key"}, "SYNCD_API_KEY_FILE", "cannot read"),
     ({"SYNCD_API_KEY": "a", "SYNCD_API_KEY_FILE": "/x"}, "SYNCD_API_KEY", "not both"),
     ({"SYNCD_STORE": "bad name!"}, "SYNCD_STORE", "letters"),
@@ -225,3 +235,22 @@ def test_zones_work_without_system_zone_files(tmp_path: Path) -> None:
         check=False,
     )
     assert (result.returncode, result.stdout.strip()) == (0, "2026-07-01 23:59:00"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("store", "key", "words"),
+    [
+        ("api_url = 'https://u:p@x.example/v1'\napi_key = 'k'", "api_url", "goes in SYNCD_CONFIG"),
+        ("api_url = 'https://x.example/v1'\napi_key = 'sk\tx'", "api_key", "whitespace"),
+    ],
+)
+def test_api_access_from_toml_is_checked_at_load_naming_its_key(
+    tmp_path: Path, store: str, key: str, words: str
+) -> None:
+    path = tmp_path / "stores.toml"
+    path.write_text(f"[[stores]]\nname = 'shop'\n{store}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"SYNCD_CONFIG": str(path)})
+    assert caught.value.variable == f"SYNCD_CONFIG store 'shop' {key}"
+    assert words in caught.value.problem
+    assert "sk" not in caught.value.problem and "u:p" not in str(caught.value)

@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_for
-from test_serve import free_port
+from support import free_port, wait_for
 
 from syncd.db.engine import upgrade
 from syncd.simulator import Faults, SimulatedStore

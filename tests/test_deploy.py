@@ -33,7 +33,7 @@ import pymysql
 import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
-from support import serving, wait_for
+from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import Settings, load_settings
@@ -86,12 +86,6 @@ def unit_settings(path: Path = UNIT) -> dict[str, list[str]]:
         key, _, value = line.partition("=")
         found.setdefault(f"{section}.{key.strip()}", []).append(value.strip())
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- the systemd unit ----------------------------------------------------------------

@@ -15,11 +15,10 @@ from syncd.config import load_settings
 from syncd.db.models import Event, OrderLineItem
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
-from syncd.reconcile import EVENTS_CURSOR, write_state
 from syncd.simulator import Faults, SimulatedStore
+from syncd.state import EVENTS_CURSOR, write_state
 from tests.conftest import TestDatabase
-from tests.support import serving, wait_for
-from tests.test_reconcile import free_port
+from tests.support import free_port, serving, wait_for
 
 TOKEN = "tok-burst"
 

@@ -15,7 +15,7 @@ from test_ops import API_KEY, order_event, sample, scrape, settings_for
 
 from syncd import inbox
 from syncd.app import create_app
-from syncd.reconcile import LAST_RUN, write_state
+from syncd.state import LAST_RUN, write_state
 
 
 def test_build_info_oldest_pending_age_and_last_reconcile_success(db: Any) -> None:

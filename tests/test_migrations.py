@@ -7,15 +7,20 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from syncd.db.dictionary import render
 from syncd.db.engine import alembic_config, check_schema_at_head, head_revision, make_engine
-from syncd.db.models import metadata
+from syncd.db.models import Event, metadata
 from syncd.errors import SchemaNotAtHead
+from syncd.inbox import event_row, put
+from syncd.shoperti import wire
+from syncd.vocabulary import EventSource, EventStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,3 +98,32 @@ def test_postgresql_compresses_the_json_columns_with_lz4(
             assert set(dict(conn.execute(query).all()).values()) == {""}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("status", "done"), ("source", "email"), ("status", "retry")]
+)
+def test_the_database_refuses_a_status_or_source_outside_the_vocabulary(
+    db: Any, column: str, value: str
+) -> None:
+    """CHECK constraints (migration 0007) built from EventStatus and EventSource."""
+    row = event_row(
+        "default",
+        wire.parse_envelope({"id": "evt_1", "type": "order.paid"}),
+        source=EventSource.WEBHOOK,
+        verified=False,
+    )
+    with db.engine.begin() as conn:
+        put(conn, [row])  # the vocabulary's own words are accepted
+    row = row | {"id": "evt_2", column: value}
+    with pytest.raises(DBAPIError), db.engine.begin() as conn:
+        conn.execute(insert(Event), [row])
+    with db.engine.connect() as conn:
+        assert conn.scalars(select(Event.id)).all() == ["evt_1"]
+    assert {member.value for member in EventStatus} == {
+        "pending",
+        "applied",
+        "ignored",
+        "rejected",
+        "failed",
+    }

@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 
 from syncd import localtime
 from syncd.config import StoreConfig
-from syncd.worker import add_and_apply, replay_store
+from syncd.replay import replay_store
+from syncd.worker import add_and_apply
 from tests.test_apply import (
     DELIVERIES,
     STORE,

@@ -27,17 +27,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import SyncdServe, TcpProxy, event_ids, free_port, syncd_env
+from faults_support import SyncdServe, TcpProxy, event_ids, syncd_env
 from sqlalchemy import select
-from support import wait_for
+from support import free_port, wait_for
 from test_ops import order_event
 
 from syncd.config import load_settings
 from syncd.connections import connection_cap, log_out_of_descriptors
 from syncd.db.models import SyncState
 from syncd.errors import ConfigError
-from syncd.reconcile import LAST_RUN
 from syncd.simulator import SimulatedStore
+from syncd.state import LAST_RUN
 
 pytestmark = pytest.mark.slow
 

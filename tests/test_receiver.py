@@ -1,4 +1,4 @@
-"""The webhook receiver over real HTTP: every answer of SPEC §5.
+"""The webhook receiver over real HTTP: every answer of docs/api.md §3.
 
 The daemon's app runs under uvicorn on a free port (``support.serving``) and
 is spoken to with httpx or, where the point is what the server does before
@@ -194,7 +194,7 @@ def test_an_unknown_event_type_is_stored_then_ignored(db: Any) -> None:
 
 
 def test_a_malformed_event_with_an_id_and_a_type_is_kept_and_fails_alone(db: Any) -> None:
-    # SPEC §5: 400 only for a body that is not an object or has no id or type.
+    # docs/api.md §3: 400 only for a body that is not an object or has no id or type.
     bad_time = order_event("evt_bad_time", order_id="ord_1") | {"created_at": "ayer, 6 pm"}
     bad_data = {"id": "evt_bad_data", "type": "order.paid", "data": ["ord_1"]}
     bad_year = order_event("evt_bad_year") | {"created_at": "9999-12-31T23:00:00-06:00"}

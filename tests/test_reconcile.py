@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,23 +25,17 @@ from syncd.db import dialect
 from syncd.db.models import Customer, Event, Order
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
-from syncd.reconcile import EVENTS_CURSOR, RunReport, read_state, reconcile_store, sync_resource
+from syncd.reconcile import RunReport, reconcile_store, sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
+from syncd.state import EVENTS_CURSOR, read_state
 from syncd.worker import apply_pending
 from tests.conftest import TestDatabase
-from tests.support import serving, wait_for
+from tests.support import free_port, serving, wait_for
 
 KEY = "sk_test_reconcile"
 TOKEN = "tok-reconcile"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each test runs syncd the way users do (``syncd serve`` in a subprocess, or
 the app under uvicorn) against a simulated store over real HTTP, breaks
-something on purpose, and then checks the two promises of SPEC §1 and §6:
+something on purpose, and then checks the two promises of docs/api.md §1 and docs/apply-rules.md:
 every event answered 2xx is in ``events``, and once the platform's retries
 and a reconcile are through, the normalized tables equal the store's truth
 (``compare_with_truth`` returns no difference).
@@ -33,20 +33,20 @@ from faults_support import (
     TcpProxy,
     event_counts,
     event_ids,
-    free_port,
     settled,
     syncd_env,
 )
 from sqlalchemy import Engine, select
-from support import serving, wait_for
+from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.models import Event, metadata
 from syncd.demo import compare_with_truth
-from syncd.reconcile import EVENTS_CURSOR, RunReport, exclusive, read_state, reconcile_store
+from syncd.reconcile import RunReport, exclusive, reconcile_store
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
+from syncd.state import EVENTS_CURSOR, read_state
 
 pytestmark = pytest.mark.slow
 

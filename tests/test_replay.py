@@ -1,4 +1,4 @@
-"""``replay_store``: the normalized tables rebuilt from the stored events (SPEC §4, §6).
+"""``replay_store``: the normalized tables rebuilt from the stored events (docs/apply-rules.md).
 
 The events are first applied the usual way (inbox + worker); a replay must
 then give the very same tables, also after somebody has changed or deleted
@@ -32,7 +32,9 @@ from test_apply import (
 
 from syncd.config import Secret, StoreConfig
 from syncd.db.models import Event, metadata
-from syncd.worker import Verdict, record_verdicts, replay_store
+from syncd.replay import replay_store
+from syncd.shoperti import wire
+from syncd.worker import Verified, VerifyLater, record_verdicts
 
 T = metadata.tables
 
@@ -240,9 +242,9 @@ def test_replay_never_applies_an_unverified_event_in_api_mode(db: Any) -> None:
         broken,
     )
     verdicts = [
-        Verdict("evt_forged", retry="verification failed: API unavailable"),
-        Verdict("evt_genuine", copy=genuine),
-        Verdict("evt_broken", copy=broken),
+        VerifyLater("evt_forged", "verification failed: API unavailable"),
+        Verified("evt_genuine", genuine, wire.parse_event(genuine)),
+        Verified("evt_broken", broken, wire.parse_event(broken)),
     ]
     attempts = {"evt_forged": 7, "evt_genuine": 0, "evt_broken": 0}
     record_verdicts(db.engine, "default", verdicts, attempts)

@@ -32,7 +32,6 @@ from faults_support import (
     event_counts,
     event_ids,
     fingerprint,
-    free_port,
     run_syncd,
     settled,
     syncd_env,
@@ -41,7 +40,7 @@ from faults_support import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
-from support import serving, wait_for
+from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
@@ -550,7 +549,7 @@ def test_a_forged_event_waiting_for_verification_is_never_replayed(
     """The API is down while a forged event waits for verification (pending,
     or failed had verification given up). ``syncd replay`` must never apply
     its posted body; once the API answers, the event is rejected."""
-    from syncd.worker import replay_store
+    from syncd.replay import replay_store
 
     config = settings_for(db.url, store, SYNCD_MAX_ATTEMPTS="1")
     forged = an_event(store)

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from support import free_port
 from test_ops import EMAIL_A, order_event
 
 from syncd.db.models import Event, Order, OrderLineItem, OrderStatusHistory
@@ -37,12 +38,6 @@ THREADS = 6
 EVENTS_PER_THREAD = 50
 ORDERS = 30
 GRACE_SECONDS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -60,8 +60,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import wait_for
-from test_serve import free_port
+from support import free_port, wait_for
 
 from syncd.simulator import SimulatedStore
 

@@ -16,9 +16,10 @@ from test_receiver import assert_error, daemon, order_event
 
 from syncd.config import load_settings
 from syncd.db.models import Event
-from syncd.reconcile import reconcile_store, sync_resource, write_state
+from syncd.reconcile import reconcile_store, sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
+from syncd.state import write_state
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_unstorable"

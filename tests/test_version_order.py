@@ -22,9 +22,10 @@ from syncd.apply import SNAPSHOT_MARGIN
 from syncd.config import StoreConfig
 from syncd.db.models import RefreshRequest
 from syncd.reconcile import refresh_undecided
+from syncd.replay import replay_store
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
-from syncd.worker import add_and_apply, replay_store
+from syncd.worker import add_and_apply
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_versions"

@@ -26,9 +26,9 @@ from typing import Any
 
 import httpx
 import pytest
-from support import serving, wait_for
+from support import free_port, serving, wait_for
 from test_ops import captured_logs, settings_for
-from test_serve import free_port, notify_socket
+from test_serve import notify_socket
 
 from syncd.app import create_app
 from syncd.db.engine import upgrade

@@ -1,4 +1,4 @@
-"""Initial schema: the tables of SPEC §6.
+"""Initial schema: the tables of docs/data-dictionary.md.
 
 Types come from syncd.db.dialect (UTC timestamps, exact money, JSON/JSONB);
 those classes are part of the migration history and must not change meaning.

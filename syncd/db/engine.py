@@ -108,7 +108,7 @@ def upgrade(url: str, revision: str = "head") -> list[tuple[str, str]]:
         return []
     script = ScriptDirectory(str(migrations_dir()))
     applied = [
-        (step.revision, " ".join((step.doc or "").split()))
+        (step.revision, " ".join((step.doc or "").split()))  # one line each
         for step in script.iterate_revisions(after, before)
         if step.revision != before
     ]

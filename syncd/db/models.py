@@ -1,4 +1,4 @@
-"""The tables: the contract with BI users (SPEC §6).
+"""The tables: the contract with BI users (docs/data-dictionary.md).
 
 Every table and column carries a comment; BI tools show it, and
 ``docs/data-dictionary.md`` is generated from it (``syncd db dictionary``).
@@ -12,10 +12,22 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, MetaData, String, Text, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from syncd.db.dialect import Money, UTCDateTime, ident_type, json_type, local_datetime_type
+from syncd.vocabulary import EventSource, EventStatus, check_in
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -28,9 +40,6 @@ NAMING_CONVENTION = {
 STORE = 64  # store names
 ID = 128  # Shoperti ids (collision-resistant strings, or numbers as text)
 NAME = 255
-
-EVENT_STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
-EVENT_SOURCES = ("webhook", "reconcile", "backfill", "audit")
 
 
 class Base(DeclarativeBase):
@@ -58,6 +67,8 @@ class Event(Base):
         Index("ix_events_queue", "store", "status", "received_at"),
         Index("ix_events_resource", "store", "resource", "resource_id"),
         Index("ix_events_created_at", "store", "created_at"),
+        CheckConstraint(check_in("status", EventStatus), name="status"),
+        CheckConstraint(check_in("source", EventSource), name="source"),
         {
             "comment": "Every event received from Shoperti (webhook, reconcile or backfill), kept "
             "as received; the inbox the normalized tables are built from."

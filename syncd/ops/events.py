@@ -31,6 +31,7 @@ from syncd.db.engine import check_schema_at_head, make_engine
 from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable, SyncdError
 from syncd.ops.logs import scrub
+from syncd.vocabulary import RETRYABLE, EventStatus
 
 LIST_COLUMNS = (
     "store",
@@ -58,8 +59,7 @@ SHOW_COLUMNS = (
     "processed_at",
     "last_error",
 )
-STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
-RETRYABLE = ("failed", "rejected")
+STATUSES = tuple(EventStatus)
 MAX_ERROR = 300
 
 
@@ -184,12 +184,12 @@ def retry_events(
                 groups.setdefault((row.store, row.status), []).append(row.id)
             for (store, status_was), chosen in groups.items():
                 values: dict[str, Any] = {
-                    "status": "pending",
+                    "status": EventStatus.PENDING,
                     "attempts": 0,
                     "next_attempt_at": None,
                     "processed_at": None,
                 }
-                if status_was == "rejected":
+                if status_was == EventStatus.REJECTED:
                     values["verified"] = False  # checked against the API again
                 for ids_in in dialect.key_in(conn, Event.__table__.c.id, chosen):
                     conn.execute(

@@ -29,6 +29,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from syncd.vocabulary import BACKLOG
+
 _TYPE_LABEL = re.compile(r"^[a-z0-9_]{1,32}\.[a-z0-9_]{1,32}$")
 
 
@@ -37,7 +39,7 @@ def type_label(event_type: str) -> str:
     return event_type if _TYPE_LABEL.match(event_type) else "other"
 
 
-BACKLOG_STATUSES = ("pending", "failed", "rejected")
+BACKLOG_STATUSES = BACKLOG
 
 
 class _BacklogCollector(Collector):

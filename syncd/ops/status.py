@@ -24,25 +24,14 @@ from syncd.config import Settings
 from syncd.db import dialect
 from syncd.db.engine import check_schema_at_head, make_engine
 from syncd.db.failures import explain
-from syncd.db.models import Event, SyncState
-from syncd.errors import WireError
+from syncd.db.models import Event
 from syncd.inbox import utcnow
 from syncd.ops.logs import scrub
 from syncd.ops.metrics import Freshness
-from syncd.reconcile import EVENTS_CURSOR, LAST_RUN, read_state
-from syncd.shoperti import wire
+from syncd.state import EventsCursor, LastRun, time_of
+from syncd.vocabulary import EventStatus
 
-STATUSES = ("pending", "applied", "ignored", "rejected", "failed")
-LAST_RUN_FACTS = (
-    "mode",
-    "started_at",
-    "finished_at",
-    "events_seen",
-    "found",
-    "error",
-    "last_success_at",
-    "failing_since",
-)
+STATUSES = tuple(EventStatus)
 
 
 def collect(
@@ -61,10 +50,12 @@ def collect(
             counts = {row[0]: int(row[1]) for row in rows}
             last_received = conn.scalar(select(func.max(Event.received_at)).where(here))
             last_applied = conn.scalar(
-                select(func.max(Event.processed_at)).where(here, Event.status == "applied")
+                select(func.max(Event.processed_at)).where(
+                    here, Event.status == EventStatus.APPLIED
+                )
             )
             oldest_pending = conn.scalar(
-                select(func.min(Event.received_at)).where(here, Event.status == "pending")
+                select(func.min(Event.received_at)).where(here, Event.status == EventStatus.PENDING)
             )
             stores.append(
                 {
@@ -81,14 +72,12 @@ def collect(
             )
         conn.commit()
     for entry in stores:
-        cursor = read_state(engine, entry["store"], EVENTS_CURSOR)
-        last_run = read_state(engine, entry["store"], LAST_RUN)
-        entry["reconcile_cursor"] = (cursor or {}).get("at")
-        entry["reconcile_last_run"] = (
-            {key: last_run.get(key) for key in LAST_RUN_FACTS} if last_run else None
-        )
-        if last_run and last_run.get("error"):
-            entry["reconcile_last_run"]["error"] = scrub(str(last_run["error"]))[:300]
+        cursor = EventsCursor.load(engine, entry["store"], strict=False)
+        last_run = LastRun.load(engine, entry["store"])
+        entry["reconcile_cursor"] = cursor.at.isoformat() if cursor is not None else None
+        entry["reconcile_last_run"] = last_run.facts if last_run else None
+        if last_run and last_run.report.get("error"):
+            entry["reconcile_last_run"]["error"] = scrub(str(last_run.report["error"]))[:300]
         entry["problems"] = problems(entry, settings, now)
         entry["advice"] = advice(entry)
     return stores
@@ -103,15 +92,13 @@ def freshness(engine: Engine, stores: Iterable[str] = ()) -> dict[str, Freshness
         oldest = dict(
             conn.execute(
                 select(Event.store, func.min(Event.received_at))
-                .where(Event.status == "pending")
+                .where(Event.status == EventStatus.PENDING)
                 .group_by(Event.store)
             ).all()
         )
-        runs = conn.execute(
-            select(SyncState.store, SyncState.value).where(SyncState.name == LAST_RUN)
-        ).all()
+        runs = LastRun.load_all(conn)
         conn.commit()
-    success = {store: _time((value or {}).get("last_success_at")) for store, value in runs}
+    success = {store: run.succeeded_at for store, run in runs.items()}
     for store in sorted(set(stores) | set(oldest) | set(success)):
         facts[store] = Freshness(oldest.get(store), success.get(store))
     return facts
@@ -120,7 +107,7 @@ def freshness(engine: Engine, stores: Iterable[str] = ()) -> dict[str, Freshness
 def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[str]:
     """What needs an operator; an empty list means all is well."""
     found = []
-    failed = entry["counts"]["failed"]
+    failed = entry["counts"][EventStatus.FAILED]
     if failed:
         found.append(
             f"{failed} failed event(s): see `syncd events list --status failed --store "
@@ -133,8 +120,8 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
     if entry["api"] and interval > 0 and run and run.get("error"):
         # Failing since the last success; without one, since the first failure
         # we know of (the oldest of the recorded times).
-        since = _time(run.get("last_success_at")) or _oldest(
-            _time(run.get("failing_since")), _time(run.get("started_at"))
+        since = time_of(run.get("last_success_at")) or _oldest(
+            time_of(run.get("failing_since")), time_of(run.get("started_at"))
         )
         if since is not None and now - since > timedelta(seconds=2 * interval):
             found.append(
@@ -147,7 +134,7 @@ def problems(entry: dict[str, Any], settings: Settings, now: datetime) -> list[s
 def advice(entry: dict[str, Any]) -> list[str]:
     """Worth a look, not a failure: rejected events (anyone can post a made-up
     event, so they alone do not make the exit status 1)."""
-    rejected = entry["counts"]["rejected"]
+    rejected = entry["counts"][EventStatus.REJECTED]
     if not rejected:
         return []
     return [
@@ -155,15 +142,6 @@ def advice(entry: dict[str, Any]) -> list[str]:
         f"{entry['store']}`; if the API knows them after all, `syncd events retry --status "
         f"rejected --store {entry['store']}` verifies them again"
     ]
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return wire.timestamp(value, "sync_state")
-    except WireError:
-        return None
 
 
 def _oldest(*times: datetime | None) -> datetime | None:

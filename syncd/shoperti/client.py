@@ -1,8 +1,8 @@
-"""The HTTP client for Shoperti's API (SPEC §2): the transport envelope and nothing more.
+"""The HTTP client for Shoperti's API (docs/api.md §2): the transport envelope and nothing more.
 
 It knows how to talk to the API: the bearer token, timeouts, retries with
 exponential backoff and full jitter, ``429 Retry-After``, the status codes of
-SPEC §2, the paginated list envelope (``data`` + ``meta.pagination``) and
+docs/api.md §2, the paginated list envelope (``data`` + ``meta.pagination``) and
 single objects that come bare or wrapped as ``{"data": {...}}``. It hands back
 raw JSON objects (``dict[str, Any]``); turning them into typed events, orders
 and customers is ``syncd.shoperti.wire``'s job.
@@ -42,6 +42,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from syncd.config import StoreConfig, api_key_problem, api_url_problem
 from syncd.errors import (
     ApiAuthError,
     ApiError,
@@ -59,7 +60,7 @@ log = logging.getLogger("syncd.shoperti")
 Resource = Literal["events", "orders", "customers"]
 RESOURCES: Final[tuple[str, ...]] = get_args(Resource)
 
-# SPEC §2: events are listed by creation time, orders and customers by update time.
+# docs/api.md §2: events are listed by creation time, orders and customers by update time.
 SINCE_PARAM: Final[Mapping[str, str]] = {
     "events": "created_at_min",
     "orders": "updated_at_min",
@@ -188,6 +189,25 @@ class _Answer(NamedTuple):
     sent_at: datetime | None = None  # when the request that got this answer was sent
 
 
+# Transport errors worth another attempt; any other httpx error ends the request.
+TRANSIENT_ERRORS: Final = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+
+
+class _Transient(NamedTuple):
+    """An attempt that failed in a way another attempt may not."""
+
+    status: int | None  # the HTTP status, None for a transport error
+    reason: str
+    delay: float | None  # what the API asked for (Retry-After), else None
+    cause: BaseException | None  # the transport error, raised from on the last attempt
+    give_up: Callable[[int], ApiError]  # the error once the attempts (its argument) are spent
+
+
 def _read_time(answer: _Answer, sent_at: datetime) -> datetime:
     """When a copy was read: the later of the API's Date header (its clock, in
     whole seconds) and when we sent the request (ours, in microseconds), so
@@ -277,6 +297,16 @@ class ShopertiClient:
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
         )
 
+    @classmethod
+    def for_store(cls, store: StoreConfig, *, on_response: ResponseHook | None = None) -> Self:
+        """The client of a configured store with API access: the one way the
+        daemon and the commands make one."""
+        if store.api_url is None or store.api_key is None:
+            raise ConfigError(
+                "SYNCD_API_URL", f"store {store.name!r} has no API URL and key configured"
+            )
+        return cls(store.api_url, store.api_key.reveal(), store=store.name, on_response=on_response)
+
     def __repr__(self) -> str:
         store = f", store={self.store!r}" if self.store is not None else ""
         return f"{type(self).__name__}(api_url={self.api_url!r}{store})"
@@ -340,7 +370,7 @@ class ShopertiClient:
         concurrency: int = 1,
         ahead: int | None = None,
     ) -> AsyncGenerator[Page, None]:
-        """Iterate over a listing page by page, oldest first (SPEC §2).
+        """Iterate over a listing page by page, oldest first (docs/api.md §2).
 
         ``since`` maps to ``created_at_min`` for events and ``updated_at_min``
         for orders and customers; None lists everything. With ``start`` (a
@@ -483,7 +513,7 @@ class ShopertiClient:
     def _next_cursor(
         self, endpoint: str, cursor: PageCursor, url: httpx.URL, envelope: _Envelope
     ) -> PageCursor | None:
-        """Where the listing goes on after this page (SPEC §2), or None at its end."""
+        """Where the listing goes on after this page (docs/api.md §2), or None at its end."""
         if not envelope.items:
             return None  # an empty page ends the listing, whatever the links say
         if envelope.next_link is not None:
@@ -530,114 +560,137 @@ class ShopertiClient:
         if _Origin.of(url) != self._origin:  # pragma: no cover - guarded by callers
             raise ApiError(f"{endpoint}: refusing to send the API key outside the API origin")
         headers = {"Authorization": f"Bearer {self._api_key}"}
-        last_status: int | None = None
-        last_reason = ""
         for attempt in range(1, self._max_attempts + 1):
-            delay: float | None = None
             epoch = await gate.acquire(priority) if gate is not None else 0
             sent_at = datetime.now(UTC)
             try:
-                response = await self._http.get(url, params=params, headers=headers)
-            except (
-                httpx.TimeoutException,
-                httpx.NetworkError,
-                httpx.RemoteProtocolError,
-                httpx.ProxyError,
-            ) as exc:
-                self._report(endpoint, "error")
-                last_status = None
-                last_reason = self._describe(exc)
-                if attempt == self._max_attempts:
-                    raise ApiUnavailable(
-                        f"Shoperti API at {self.api_url} unreachable for {endpoint} after "
-                        f"{attempt} attempt(s) (last: {last_reason}); check the network and "
-                        "the store's api_url, then try again",
-                        status=None,
-                    ) from exc
-            except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
-                # Not transient (bad URL, local protocol error…): retrying cannot help.
-                self._report(endpoint, "error")
-                raise ApiError(
-                    f"{endpoint}: request to the Shoperti API failed ({self._describe(exc)})"
-                ) from exc
-            else:
-                status = response.status_code
-                self._report(endpoint, status)
-                if 200 <= status < 300:
-                    if gate is not None:
+                result = await self._attempt(endpoint, url, params, headers)
+                if gate is not None:
+                    if isinstance(result, _Answer):
                         gate.success()
-                    body = _decode_json(endpoint, response.content)
-                    return _Answer(body, _http_date(response.headers.get("date")), sent_at)
-                if status == 401:
-                    raise ApiAuthError(
-                        f"Shoperti API at {self.api_url} refused the API key (401) for "
-                        f"{endpoint}{self._for_store()}: check SYNCD_API_KEY (or the store's "
-                        "api_key / api_key_file in SYNCD_CONFIG)",
-                        status=status,
-                    )
-                if status == 404 and endpoint.endswith(".list"):
-                    # A listing always exists: the URL is wrong, not an id.
-                    raise ApiNotFound(
-                        f"{endpoint}: the Shoperti API answered 404 for "
-                        f"{url.copy_with(query=None)}{self._for_store()}: check the store's "
-                        "api_url (SYNCD_API_URL, or api_url in SYNCD_CONFIG), which usually "
-                        "ends in /v1",
-                        status=status,
-                    )
-                if status == 404:
-                    raise ApiNotFound(
-                        f"{endpoint}: not found (404); unknown id or not this account's",
-                        status=status,
-                    )
-                if 300 <= status < 400:
-                    raise ApiError(
-                        f"{endpoint}: Shoperti API answered a redirect (HTTP {status}), which "
-                        "syncd does not follow; check the store's api_url",
-                        status=status,
-                    )
-                if status != 429 and status < 500:
-                    raise ApiError(
-                        f"{endpoint}: Shoperti API answered HTTP {status}", status=status
-                    )
-                last_status = status
-                last_reason = f"HTTP {status}"
-                if attempt == self._max_attempts:
-                    if status == 429:
-                        raise ApiRateLimited(
-                            f"Shoperti API kept answering 429 (too many requests) to {endpoint} "
-                            f"after {attempt} attempt(s); try again later",
-                            status=status,
-                        )
-                    raise ApiUnavailable(
-                        f"Shoperti API at {self.api_url} unavailable for {endpoint} after "
-                        f"{attempt} attempt(s) (last: HTTP {status}); try again later",
-                        status=status,
-                    )
-                if status in (429, 503):
-                    delay = self._retry_after(response.headers.get("Retry-After"))
-                if status == 429 and gate is not None:
-                    gate.busy(epoch)
+                    elif result.status == 429:
+                        gate.busy(epoch)
             finally:
                 if gate is not None:
                     gate.release()
-            if delay is None:
-                delay = self._backoff(attempt)
+            if isinstance(result, _Answer):
+                return result._replace(sent_at=sent_at)
+            if attempt == self._max_attempts:
+                raise result.give_up(attempt) from result.cause
+            delay = result.delay if result.delay is not None else self._backoff(attempt)
             log.warning(
                 "api.retry",
                 extra={
                     "endpoint": endpoint,
-                    "status": last_status,
-                    "reason": last_reason,
+                    "status": result.status,
+                    "reason": result.reason,
                     "attempt": attempt,
                     "max_attempts": self._max_attempts,
                     "delay": delay,
                 },
             )
-            if gate is not None and last_status == 429:
+            if gate is not None and result.status == 429:
                 await gate.pause(delay)  # nobody asks while the API says it is busy
             else:
                 await self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    async def _attempt(
+        self,
+        endpoint: str,
+        url: httpx.URL,
+        params: Mapping[str, str | int] | None,
+        headers: Mapping[str, str],
+    ) -> _Answer | _Transient:
+        """One GET: the answer, a transient failure worth another attempt, or
+        (raised) an error no retry can mend."""
+        try:
+            response = await self._http.get(url, params=params, headers=headers)
+        except TRANSIENT_ERRORS as exc:
+            self._report(endpoint, "error")
+            reason = self._describe(exc)
+            return _Transient(
+                None,
+                reason,
+                None,
+                exc,
+                lambda attempts: ApiUnavailable(
+                    f"Shoperti API at {self.api_url} unreachable for {endpoint} after "
+                    f"{attempts} attempt(s) (last: {reason}); check the network and "
+                    "the store's api_url, then try again",
+                    status=None,
+                ),
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            # Not transient (bad URL, local protocol error…): retrying cannot help.
+            self._report(endpoint, "error")
+            raise ApiError(
+                f"{endpoint}: request to the Shoperti API failed ({self._describe(exc)})"
+            ) from exc
+        status = response.status_code
+        self._report(endpoint, status)
+        if 200 <= status < 300:
+            body = _decode_json(endpoint, response.content)
+            return _Answer(body, _http_date(response.headers.get("date")))
+        refusal = self._refusal(endpoint, url, status)
+        if refusal is not None:
+            raise refusal
+        delay = None
+        if status in (429, 503):
+            delay = self._retry_after(response.headers.get("Retry-After"))
+        return _Transient(status, f"HTTP {status}", delay, None, self._exhausted(endpoint, status))
+
+    def _refusal(self, endpoint: str, url: httpx.URL, status: int) -> ApiError | None:
+        """The error a non-2xx answer ends in at once; None for 429 and 5xx
+        (transient: another attempt may succeed)."""
+        if status == 401:
+            return ApiAuthError(
+                f"Shoperti API at {self.api_url} refused the API key (401) for "
+                f"{endpoint}{self._for_store()}: check SYNCD_API_KEY (or the store's "
+                "api_key / api_key_file in SYNCD_CONFIG)",
+                status=status,
+            )
+        if status == 404 and endpoint.endswith(".list"):
+            # A listing always exists: the URL is wrong, not an id.
+            return ApiNotFound(
+                f"{endpoint}: the Shoperti API answered 404 for "
+                f"{url.copy_with(query=None)}{self._for_store()}: check the store's "
+                "api_url (SYNCD_API_URL, or api_url in SYNCD_CONFIG), which usually "
+                "ends in /v1",
+                status=status,
+            )
+        if status == 404:
+            return ApiNotFound(
+                f"{endpoint}: not found (404); unknown id or not this account's",
+                status=status,
+            )
+        if 300 <= status < 400:
+            return ApiError(
+                f"{endpoint}: Shoperti API answered a redirect (HTTP {status}), which "
+                "syncd does not follow; check the store's api_url",
+                status=status,
+            )
+        if status != 429 and status < 500:
+            return ApiError(f"{endpoint}: Shoperti API answered HTTP {status}", status=status)
+        return None
+
+    def _exhausted(self, endpoint: str, status: int) -> Callable[[int], ApiError]:
+        """The error of a transient answer (429, 5xx) on the last attempt."""
+
+        def give_up(attempts: int) -> ApiError:
+            if status == 429:
+                return ApiRateLimited(
+                    f"Shoperti API kept answering 429 (too many requests) to {endpoint} "
+                    f"after {attempts} attempt(s); try again later",
+                    status=status,
+                )
+            return ApiUnavailable(
+                f"Shoperti API at {self.api_url} unavailable for {endpoint} after "
+                f"{attempts} attempt(s) (last: HTTP {status}); try again later",
+                status=status,
+            )
+
+        return give_up
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(max, base * 2**(attempt-1))]."""
@@ -796,31 +849,18 @@ class _Gate:
 
 
 def _parse_api_url(api_url: str) -> httpx.URL:
-    try:
-        url = httpx.URL(api_url.strip())
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise ConfigError("SYNCD_API_URL", "is not a URL") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(
-            "SYNCD_API_URL", "must be an absolute http(s) URL such as https://host/v1"
-        )
-    if url.userinfo or url.query or url.fragment:
-        raise ConfigError(
-            "SYNCD_API_URL",
-            "must not carry credentials, a query or a fragment; the API key goes in SYNCD_API_KEY",
-        )
+    problem = api_url_problem(api_url)
+    if problem is not None:
+        raise ConfigError("SYNCD_API_URL", problem)
+    url = httpx.URL(api_url.strip())
     return url.copy_with(path=url.path.rstrip("/"))
 
 
 def _check_api_key(api_key: str) -> None:
     # The key can't be shown in the message; only say what is wrong with it.
-    if not isinstance(api_key, str) or not api_key:
-        raise ConfigError("SYNCD_API_KEY", "is empty")
-    if any(not ch.isprintable() or ch.isspace() for ch in api_key) or not api_key.isascii():
-        raise ConfigError(
-            "SYNCD_API_KEY",
-            "contains whitespace, control or non-ASCII characters (a stray newline in the file?)",
-        )
+    problem = api_key_problem(api_key)
+    if problem is not None:
+        raise ConfigError("SYNCD_API_KEY", problem)
 
 
 def _decode_json(endpoint: str, content: bytes) -> Any:

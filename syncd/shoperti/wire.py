@@ -1,6 +1,6 @@
 """Shoperti's wire format: JSON payloads into typed, validated records.
 
-The only module that reads the keys of a Shoperti payload (SPEC §2). It is
+The only module that reads the keys of a Shoperti payload (docs/api.md §2). It is
 tolerant where the platform varies — money as string or number, ids as
 strings or numbers, naive timestamps meaning UTC, absent optional fields —
 and strict where a wrong guess would corrupt data: a malformed amount or

@@ -1,8 +1,9 @@
 """A simulated Shoperti store, for tests, demos, load tests and deployment rehearsals.
 
-It serves the API of SPEC §2 on loopback from memory, sells (creates and changes
-customers and orders, each change emitting an event), and POSTs each event to a
-webhook URL with the platform's retry policy and optional faults (SPEC §7).
+It serves the API of docs/api.md §2 on loopback from memory, sells (creates and
+changes customers and orders, each change emitting an event), and POSTs each event
+to a webhook URL with the platform's retry policy and optional faults (the README's
+"Rehearse without a store" shows it in use).
 
 It imports nothing from the rest of syncd: it only speaks the wire format, as JSON,
 so it stays an honest stand-in for the platform.

@@ -1,4 +1,4 @@
-"""The simulated store's HTTP API (SPEC §2), served from the ``World`` in memory.
+"""The simulated store's HTTP API (docs/api.md §2), served from the ``World`` in memory.
 
 Routes, all under ``/v1`` and all needing ``Authorization: Bearer <api_key>``:
 ``GET /events``, ``/events/{id}``, ``/orders``, ``/orders/{id}``, ``/customers``,

@@ -74,7 +74,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 
 class SimulatedStore:
-    """A stand-in Shoperti store: API (SPEC §2) on loopback, selling, webhooks.
+    """A stand-in Shoperti store: API (docs/api.md §2) on loopback, selling, webhooks.
 
     ``time_scale`` shrinks the platform's hour: retries come every
     ``3600 * time_scale`` real seconds. ``clock`` (epoch seconds; default
