@@ -42,6 +42,7 @@ from syncd.db import dialect
 from syncd.db.models import Customer as CustomerRow
 from syncd.db.models import Order as OrderRow
 from syncd.db.models import OrderLineItem as LineItemRow
+from syncd.db.models import OrderRefund as RefundRow
 from syncd.errors import ApiNotFound, WireError
 from syncd.inbox import utcnow
 from syncd.shoperti import wire
@@ -52,6 +53,7 @@ from syncd.worker import add_and_apply
 orders: Table = OrderRow.__table__  # type: ignore[assignment]
 customers: Table = CustomerRow.__table__  # type: ignore[assignment]
 line_items: Table = LineItemRow.__table__  # type: ignore[assignment]
+refunds: Table = RefundRow.__table__  # type: ignore[assignment]
 
 Kind = Literal["missing", "stale", "different", "unknown"]
 KINDS: tuple[Kind, ...] = ("missing", "stale", "different", "unknown")
@@ -65,6 +67,7 @@ ORDER_FIELDS: dict[str, Callable[[wire.Order], Any]] = {
     "fulfillment_status": lambda order: order.fulfillment_status,
     "total": lambda order: order.total,
     "line_items": lambda order: len(order.line_items),
+    "refunded": lambda order: sum((r.amount or Decimal(0) for r in order.refunds), Decimal(0)),
     "deleted": lambda order: order.deleted,
 }
 CUSTOMER_FIELDS: dict[str, Callable[[wire.Customer], Any]] = {
@@ -263,17 +266,29 @@ def _stored(
         for row in conn.execute(query):
             found[row.id] = dict(row._mapping)
     if table is orders and found:
-        for row_id in found:
-            found[row_id]["line_items"] = 0
-        for ids_in in dialect.key_in(conn, line_items.c.order_id, list(found)):
-            counts = conn.execute(
-                select(line_items.c.order_id, func.count())
-                .where(line_items.c.store == store, ids_in)
-                .group_by(line_items.c.order_id)
-            )
-            for order_id, count in counts:
-                found[order_id]["line_items"] = int(count)
+        _add_children(conn, store, found)
     return found
+
+
+def _add_children(conn: Connection, store: str, found: dict[str, dict[str, Any]]) -> None:
+    """Each stored order's number of line items and refunded amount."""
+    for row in found.values():
+        row["line_items"], row["refunded"] = 0, Decimal(0)
+    for ids_in in dialect.key_in(conn, line_items.c.order_id, list(found)):
+        counts = conn.execute(
+            select(line_items.c.order_id, func.count())
+            .where(line_items.c.store == store, ids_in)
+            .group_by(line_items.c.order_id)
+        )
+        for order_id, count in counts:
+            found[order_id]["line_items"] = int(count)
+    for ids_in in dialect.key_in(conn, refunds.c.order_id, list(found)):
+        # Summed here, not by the database: SQLite would sum floats.
+        amounts = conn.execute(
+            select(refunds.c.order_id, refunds.c.amount).where(refunds.c.store == store, ids_in)
+        )
+        for order_id, amount in amounts:
+            found[order_id]["refunded"] += amount or Decimal(0)
 
 
 def _unknown(

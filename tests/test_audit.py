@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select, update
 
 from syncd.audit import AuditReport, audit_store
 from syncd.config import StoreConfig
-from syncd.db.models import Customer, Event, Order, metadata
+from syncd.db.models import Customer, Event, Order, OrderRefund, OrderRefundLineItem, metadata
 from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.reconcile import sync_resource
@@ -78,6 +78,17 @@ def damage(db: TestDatabase) -> dict[str, str]:
             update(Order).where(Order.id == stale).values(updated_at=was - timedelta(hours=1))
         )
         conn.execute(update(Order).where(Order.id == changed).values(total=Order.total + 1))
+        # A refund lost from an order whose own row is intact: "different" too.
+        refunded = conn.execute(
+            select(OrderRefund.order_id, OrderRefund.id).where(
+                OrderRefund.order_id.not_in([gone, stale, changed])
+            )
+        ).first()
+        assert refunded is not None, "the seeded store has a refund"
+        conn.execute(
+            delete(OrderRefundLineItem).where(OrderRefundLineItem.refund_id == refunded.id)
+        )
+        conn.execute(delete(OrderRefund).where(OrderRefund.id == refunded.id))
         conn.execute(
             update(Customer).where(Customer.id == customer_id).values(email="other@example.com")
         )
@@ -98,6 +109,7 @@ def damage(db: TestDatabase) -> dict[str, str]:
         "missing": gone,
         "stale": stale,
         "different": changed,
+        "refund lost": refunded.order_id,
         "unknown": "ord_ghost",
         "customer": customer_id,
     }
@@ -125,15 +137,18 @@ def test_each_damage_is_found_under_its_kind_and_repair_restores_the_truth(
     damaged = damage(db)
     report = audit(db, shop)
     assert not report.clean
-    for kind in ("missing", "stale", "different", "unknown"):
+    for kind in ("missing", "stale", "unknown"):
         assert ids(report, "orders", kind) == [damaged[kind]], (kind, report.to_json())
+    assert sorted(ids(report, "orders", "different")) == sorted(
+        [damaged["different"], damaged["refund lost"]]
+    )
     assert ids(report, "customers", "different") == [damaged["customer"]]
     assert report.findings["customers"].differing == 1
 
     repaired = audit(db, shop, repair=True)
     assert repaired.clean, repaired.to_json()
     assert repaired.before_repair is not None and not repaired.before_repair.clean
-    assert repaired.repaired == 5  # 3 orders and a customer from the list, the ghost by id
+    assert repaired.repaired == 6  # 4 orders and a customer from the list, the ghost by id
     truth = shop.truth()
     # The ghost order is kept, marked deleted (rows are never removed).
     problems = compare_with_truth(db.engine, "default", truth.orders, truth.customers)
