@@ -53,11 +53,14 @@ def env_for(db: TestDatabase, store: SimulatedStore, concurrency: int) -> dict[s
     }
 
 
-def test_backfill_killed_with_four_pages_in_flight_resumes_on_the_right_page(
+def test_backfill_killed_with_pages_in_flight_resumes_on_the_right_page(
     db: TestDatabase, tmp_path: Path
 ) -> None:
-    orders, customers = 2500, 300
-    with simulated(23, Faults(api_latency=0.4)) as store:
+    # Enough pages that the listing is far from done when the first batch
+    # (1,000 orders) commits its checkpoint, even on a slow, loaded database,
+    # and an API slow enough that requests are in flight meanwhile.
+    orders, customers = 6000, 300
+    with simulated(23, Faults(api_latency=0.5)) as store:
         store.generate_history(orders=orders, days=30, customers=customers)
         env = {**os.environ, **env_for(db, store, 4)}
         command = [sys.executable, "-m", "syncd", "backfill"]
@@ -66,20 +69,23 @@ def test_backfill_killed_with_four_pages_in_flight_resumes_on_the_right_page(
         )
         try:
             # A batch of orders is committed with its checkpoint, and the
-            # listing goes on with four requests in flight.
+            # listing goes on with requests in flight (up to 4: how many at
+            # the moment of the kill depends on how fast the writer runs).
             wait_for(
                 lambda: (
                     read_state(db.engine, "default", "backfill:orders") is not None
-                    and store.api_in_flight == 4
+                    and store.api_in_flight >= 1
                 ),
                 timeout=90,
-                message="a checkpoint of the orders with 4 pages in flight",
+                message="a checkpoint of the orders with pages in flight",
             )
+            in_flight_at_kill = store.api_in_flight
             first.send_signal(signal.SIGKILL)
         finally:
             first.wait(30)
         assert first.returncode == -signal.SIGKILL
-        assert store.api_peak_in_flight == 4
+        assert in_flight_at_kill >= 1
+        assert store.api_peak_in_flight == 4  # the listing did run 4 at once
         checkpoint = read_state(db.engine, "default", "backfill:orders")
         assert checkpoint is not None
         resume_page = checkpoint["cursor"]["page"]
