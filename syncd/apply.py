@@ -205,15 +205,25 @@ Handler = Callable[[Batch, wire.Event, bool], None]  # (batch, event, snapshot)
 def _fits(table: Table, record: Any, where: str) -> None:
     """Refuse a value its column cannot hold, the same way on every database
     (SQLite would store it; PostgreSQL and MariaDB would refuse the batch)."""
-    lengths, bounds = _limits(table)
+    problem = _refusal(_limits(table), record)
+    if problem is not None:
+        raise WireError(f"{where}.{problem}")
+
+
+def _refusal(
+    limits: tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]], record: Any
+) -> str | None:
+    """Which of ``record``'s values its column cannot hold, and why; None if all fit."""
+    lengths, bounds = limits
     for name, length in lengths:
         value = getattr(record, name, None)
         if value.__class__ is str and len(value) > length:
-            raise WireError(f"{where}.{name}: longer than {length} characters")
+            return f"{name}: longer than {length} characters"
     for name, bound in bounds:
         value = getattr(record, name, None)
         if value.__class__ is int and not -bound <= value < bound:
-            raise WireError(f"{where}.{name}: out of range")
+            return f"{name}: out of range"
+    return None
 
 
 @functools.cache
@@ -265,16 +275,11 @@ def _check_order_lists(order: wire.Order, where: str) -> None:
 
 def _fits_each(table: Table, records: Sequence[Any], where: str) -> None:
     """:func:`_fits` for each record of a list, naming the entry only on a refusal."""
-    lengths, bounds = _limits(table)
+    limits = _limits(table)
     for index, record in enumerate(records):
-        for name, length in lengths:
-            value = getattr(record, name, None)
-            if value.__class__ is str and len(value) > length:
-                raise WireError(f"{where}[{index}].{name}: longer than {length} characters")
-        for name, bound in bounds:
-            value = getattr(record, name, None)
-            if value.__class__ is int and not -bound <= value < bound:
-                raise WireError(f"{where}[{index}].{name}: out of range")
+        problem = _refusal(limits, record)
+        if problem is not None:
+            raise WireError(f"{where}[{index}].{problem}")
 
 
 def _order_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
