@@ -43,7 +43,7 @@ from syncd.db.models import Customer as CustomerRow
 from syncd.db.models import Order as OrderRow
 from syncd.db.models import OrderLineItem as LineItemRow
 from syncd.db.models import OrderRefund as RefundRow
-from syncd.errors import ApiNotFound, WireError
+from syncd.errors import WireError
 from syncd.inbox import utcnow
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
@@ -350,20 +350,18 @@ async def _repair_unknown(
     unknown: Sequence[str],
 ) -> int:
     """Ask the API for each unknown object: apply its copy, or its deletion on a 404."""
-    single = resource[:-1]
-    bound = asyncio.Semaphore(4)
-
-    async def fetch(resource_id: str) -> dict[str, Any]:
-        async with bound:
-            try:
-                copy = await client.get_copy(single, resource_id)  # type: ignore[arg-type]
-            except ApiNotFound:
-                return _deletion(single, resource_id, utcnow())
-            return wire.snapshot_event(single, copy.data, copy.read_at, distinct=True)
-
+    single: Literal["order", "customer"] = "order" if resource == "orders" else "customer"
     total = 0
     for start in range(0, len(unknown), 100):
-        events = await asyncio.gather(*(fetch(rid) for rid in unknown[start : start + 100]))
+        chunk = unknown[start : start + 100]
+        copies = await client.current_copies([(single, rid) for rid in chunk])
+        gone_at = utcnow()
+        events = [
+            wire.snapshot_event(single, copy.data, copy.read_at, distinct=True)
+            if copy is not None
+            else _deletion(single, rid, gone_at)
+            for rid, copy in zip(chunk, copies, strict=True)
+        ]
         added = await asyncio.to_thread(
             add_and_apply, engine, store, events, source=EventSource.AUDIT
         )

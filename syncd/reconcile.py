@@ -35,7 +35,6 @@ from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.engine import lock_engine
 from syncd.db.models import RefreshRequest
-from syncd.errors import ApiNotFound
 from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
 from syncd.shoperti import wire
@@ -206,25 +205,17 @@ async def refresh_undecided(
     due = await asyncio.to_thread(_due_refreshes, engine, store.name, utcnow(), limit)
     if not due:
         return 0
-    bound = asyncio.Semaphore(4)
-
-    async def fetch(resource: str, resource_id: str) -> tuple[datetime, dict[str, Any] | None]:
-        async with bound:
-            try:
-                copy = await client.get_copy(resource, resource_id)  # type: ignore[arg-type]
-            except ApiNotFound:
-                return utcnow(), None  # gone from the API: nothing left to decide
-            return copy.read_at, copy.data
-
-    copies = await asyncio.gather(*(fetch(resource, rid) for resource, rid in due))
+    copies = await client.current_copies(due)  # type: ignore[arg-type]
+    gone_at = utcnow()  # a copy the API no longer has (404): nothing left to decide
     snapshots = [
-        wire.snapshot_event(resource, data, read_at, distinct=True)
-        for (resource, _), (read_at, data) in zip(due, copies, strict=True)
-        if data is not None
+        wire.snapshot_event(resource, copy.data, copy.read_at, distinct=True)
+        for (resource, _), copy in zip(due, copies, strict=True)
+        if copy is not None
     ]
 
     def settled(conn: Connection, added: inbox.Added) -> None:
-        for (resource, resource_id), (read_at, _) in zip(due, copies, strict=True):
+        for (resource, resource_id), copy in zip(due, copies, strict=True):
+            read_at = copy.read_at if copy is not None else gone_at
             conn.execute(
                 delete(refresh_requests).where(
                     refresh_requests.c.store == store.name,

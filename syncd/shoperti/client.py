@@ -31,7 +31,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -342,6 +342,25 @@ class ShopertiClient:
         read_at = datetime.now(UTC)
         answer = await self._get_answer(f"{resource}s", object_id)  # type: ignore[arg-type]
         return Copy(_unwrap_single(f"{resource}s.get", answer.body), _read_time(answer, read_at))
+
+    async def current_copies(
+        self,
+        wanted: Sequence[tuple[Literal["order", "customer"], str]],
+        *,
+        concurrency: int = 4,
+    ) -> list[Copy | None]:
+        """The current copy of each (resource, id), at most ``concurrency``
+        requests at a time, in order; None where the API answers 404."""
+        bound = asyncio.Semaphore(concurrency)
+
+        async def fetch(resource: Literal["order", "customer"], object_id: str) -> Copy | None:
+            async with bound:
+                try:
+                    return await self.get_copy(resource, object_id)
+                except ApiNotFound:
+                    return None
+
+        return list(await asyncio.gather(*(fetch(r, i) for r, i in wanted)))
 
     async def _get_one(self, resource: Resource, object_id: str | int) -> dict[str, Any]:
         answer = await self._get_answer(resource, object_id)
