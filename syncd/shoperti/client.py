@@ -853,7 +853,10 @@ class _Gate:
         self._refused_at = self.window
         self.window = max(1, -(-self.window // 2))  # halved, rounded up: 3 -> 2
         self.smallest_window = min(self.smallest_window, self.window)
-        log.info("api.concurrency", extra={"window": self.window, "reason": "429"})
+        log.info(
+            "api.concurrency",
+            extra={"window": self.window, "was": self._refused_at, "reason": "429"},
+        )
 
     async def pause(self, seconds: float) -> None:
         """Keep the gate closed by :meth:`busy` for ``seconds`` (the ``Retry-After``)."""
