@@ -37,7 +37,7 @@ from syncd.receiver import WebhookEndpoint, error
 from syncd.reconcile import reconcile_store
 from syncd.scheduler import Job, start_scheduler
 from syncd.shoperti.client import ShopertiClient
-from syncd.worker import Worker
+from syncd.worker import ApplyStep, InThread, Worker
 from syncd.worker_process import ApplyProcess
 
 log = logging.getLogger("syncd.app")
@@ -106,6 +106,8 @@ class Daemon:
     front_engine: Engine | None = None
     committer: GroupCommitter = field(init=False)
     apply_process: ApplyProcess | None = field(init=False, default=None)
+    # What applies events, for the worker and for reconcile alike.
+    apply_step: ApplyStep = field(init=False)
     worker: Worker = field(init=False)
     head: str | None = field(init=False)
     # How long the apply process may be silent before the watchdog is starved.
@@ -130,12 +132,16 @@ class Daemon:
                 )
         if self.apply_in_process:
             self.apply_process = ApplyProcess(self.settings)
+        settings = self.settings
+        self.apply_step = self.apply_process or InThread(
+            self.engine, settings.worker_batch_size, settings.max_attempts
+        )
         self.worker = Worker(
             self.engine,
             self.settings,
             clients=self.clients,
             metrics=self.metrics,
-            apply_step=self.apply_process.apply if self.apply_process else None,
+            apply_step=self.apply_step,
         )
         self.head = head_revision()
         self.metrics.watch_backlog(self._last_backlog, stores=self.settings.stores)
@@ -157,7 +163,12 @@ class Daemon:
         def job(store: StoreConfig, client: ShopertiClient) -> Job:
             async def run() -> None:
                 report = await reconcile_store(
-                    self.engine, self.settings, store, client, metrics=self.metrics
+                    self.engine,
+                    self.settings,
+                    store,
+                    client,
+                    metrics=self.metrics,
+                    step=self.apply_step,
                 )
                 if report.found:
                     self.worker.wake()

@@ -380,7 +380,7 @@ async def _demo(directory: Path, orders: int, seed: int, *, note: str) -> int:
         client = daemon.clients[config.name]
         # First run on an empty database: there is no cursor yet, so it syncs
         # the (still empty) store's resources and sets the cursor.
-        await reconcile_store(engine, settings, config, client)
+        await reconcile_store(engine, settings, config, client, step=daemon.apply_step)
 
         console.print(f"selling {orders} orders; webhooks: 10 % lost, 5 % duplicated, reordered…")
         await store.sell(orders=orders)
@@ -388,7 +388,9 @@ async def _demo(directory: Path, orders: int, seed: int, *, note: str) -> int:
         async with asyncio.timeout(60):
             await wait_applied(engine, config.name)
         lost = set(store.lost_event_ids)
-        report = await reconcile_store(engine, settings, config, client, apply_now=True)
+        report = await reconcile_store(
+            engine, settings, config, client, apply_now=True, step=daemon.apply_step
+        )
         async with asyncio.timeout(60):
             await wait_applied(engine, config.name)
         truth = store.truth()

@@ -41,7 +41,7 @@ from syncd.shoperti import wire
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
 from syncd.state import STREAMS, EventsCursor, LastRun, read_state, write_state, write_state_on
 from syncd.vocabulary import EventSource
-from syncd.worker import add_and_apply, apply_pending
+from syncd.worker import ApplyStep, InThread, drain
 
 log = logging.getLogger("syncd.reconcile")
 refresh_requests: Table = RefreshRequest.__table__  # type: ignore[assignment]
@@ -99,15 +99,18 @@ async def sync_resource(
     progress: Progress | None = None,
     apply_batch: int = 1000,
     max_attempts: int = 8,
+    step: ApplyStep | None = None,
 ) -> tuple[int, int]:
     """List ``resource`` (orders or customers) updated since ``since`` and put
     each version in the inbox as a snapshot event, applied in the transaction
-    that stores it (:func:`syncd.worker.add_and_apply`); then applies whatever
-    else the store has pending.
+    that stores it (``step.add``: :func:`syncd.worker.add_and_apply`, in the
+    apply process under ``syncd serve``); then applies whatever else the store
+    has pending.
 
     Resumes from the page checkpoint when there is one. Returns (versions
     seen, versions new to the inbox).
     """
+    applier: ApplyStep = step or InThread(engine, apply_batch, max_attempts)
     checkpoint_name = STREAMS[resource]
     checkpoint = await asyncio.to_thread(read_state, engine, store.name, checkpoint_name)
     start = None
@@ -146,21 +149,11 @@ async def sync_resource(
         # its last page: a restart resumes right after it.
         nonlocal seen, found, next_analyze
         seen_after = seen + len(batch)
-
-        def checkpoint(conn: Connection, added: inbox.Added) -> None:
-            value = None
-            if last.next is not None:
-                value = {
-                    "since": _iso(since),
-                    "cursor": last.next.to_dict(),
-                    "seen": seen_after,
-                    "found": found + len(added.new_ids),
-                }
-            write_state_on(conn, store.name, checkpoint_name, value)
-
-        added = await asyncio.to_thread(
-            add_and_apply, engine, store, batch, source=EventSource.BACKFILL, also=checkpoint
-        )
+        after = None
+        if last.next is not None:
+            after = {"since": _iso(since), "cursor": last.next.to_dict(), "seen": seen_after}
+        checkpoint = PageCheckpoint(store.name, checkpoint_name, after, found)
+        added = await applier.add(store, batch, source=EventSource.BACKFILL, also=checkpoint)
         seen = seen_after
         found += len(added.new_ids)
         batch.clear()
@@ -185,16 +178,39 @@ async def sync_resource(
     finally:
         downloader.cancel()
         await asyncio.gather(downloader, return_exceptions=True)
-    await asyncio.to_thread(_drain, engine, store, apply_batch, max_attempts)
+    await drain(applier, store)
     await asyncio.to_thread(write_state, engine, store.name, checkpoint_name, None)
     return seen, found
+
+
+@dataclass(frozen=True)
+class PageCheckpoint:
+    """Where a rerun of a resource sync starts, written in the transaction that
+    stores the batch before it (``after``: None once the last page is in). A
+    record, not a closure: it may run in the apply process."""
+
+    store: str
+    name: str
+    after: dict[str, Any] | None
+    found: int  # versions new to the inbox before this batch
+
+    def __call__(self, conn: Connection, added: inbox.Added) -> None:
+        value = None
+        if self.after is not None:
+            value = {**self.after, "found": self.found + len(added.new_ids)}
+        write_state_on(conn, self.store, self.name, value)
 
 
 # --- undecided versions ---------------------------------------------------------------
 
 
 async def refresh_undecided(
-    engine: Engine, store: StoreConfig, client: ShopertiClient, *, limit: int = 500
+    engine: Engine,
+    store: StoreConfig,
+    client: ShopertiClient,
+    *,
+    step: ApplyStep | None = None,
+    limit: int = 500,
 ) -> int:
     """Fetch the current copy of each order and customer whose newest version
     the stored events cannot decide (``refresh_requests``, written by apply),
@@ -205,6 +221,7 @@ async def refresh_undecided(
     due = await asyncio.to_thread(_due_refreshes, engine, store.name, utcnow(), limit)
     if not due:
         return 0
+    applier: ApplyStep = step or InThread(engine, limit, max_attempts=8)
     copies = await client.current_copies(due)  # type: ignore[arg-type]
     gone_at = utcnow()  # a copy the API no longer has (404): nothing left to decide
     snapshots = [
@@ -213,24 +230,38 @@ async def refresh_undecided(
         if copy is not None
     ]
 
-    def settled(conn: Connection, added: inbox.Added) -> None:
-        for (resource, resource_id), copy in zip(due, copies, strict=True):
-            read_at = copy.read_at if copy is not None else gone_at
+    settled = Settled(
+        store.name,
+        tuple(
+            (resource, resource_id, copy.read_at if copy is not None else gone_at)
+            for (resource, resource_id), copy in zip(due, copies, strict=True)
+        ),
+    )
+    await applier.add(store, snapshots, source=EventSource.RECONCILE, also=settled)
+    log.info("reconcile.refreshed", extra={"store": store.name, "count": len(snapshots)})
+    return len(snapshots)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Removes the refresh requests that copies read at ``read_at`` settle, in
+    the transaction that stores the copies (a record: it may run in the apply
+    process)."""
+
+    store: str
+    copies: tuple[tuple[str, str, datetime], ...]  # (resource, id, read at)
+
+    def __call__(self, conn: Connection, added: inbox.Added) -> None:
+        for resource, resource_id, read_at in self.copies:
             conn.execute(
                 delete(refresh_requests).where(
-                    refresh_requests.c.store == store.name,
+                    refresh_requests.c.store == self.store,
                     refresh_requests.c.resource == resource,
                     refresh_requests.c.resource_id == resource_id,
                     # A tie found after this read needs a later one.
                     refresh_requests.c.not_before <= read_at,
                 )
             )
-
-    await asyncio.to_thread(
-        add_and_apply, engine, store, snapshots, source=EventSource.RECONCILE, also=settled
-    )
-    log.info("reconcile.refreshed", extra={"store": store.name, "count": len(snapshots)})
-    return len(snapshots)
 
 
 def _due_refreshes(engine: Engine, store: str, now: datetime, limit: int) -> list[tuple[str, str]]:
@@ -252,12 +283,6 @@ def _analyze(engine: Engine) -> None:
         dialect.analyze(conn, metadata.sorted_tables)
 
 
-def _drain(engine: Engine, store: StoreConfig, batch: int, max_attempts: int) -> None:
-    """Apply the store's pending events, batch after batch, until none is left."""
-    while apply_pending(engine, store, limit=batch, max_attempts=max_attempts).claimed >= batch:
-        pass
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -270,8 +295,14 @@ async def reconcile_store(
     *,
     metrics: Metrics | None = None,
     apply_now: bool = False,
+    step: ApplyStep | None = None,
 ) -> RunReport:
-    """One reconcile pass for ``store`` (recover what webhooks missed: docs/api.md §1)."""
+    """One reconcile pass for ``store`` (recover what webhooks missed: docs/api.md §1).
+
+    What it applies goes through ``step`` (the daemon's apply process under
+    ``syncd serve``; a thread otherwise). Events it lists are only stored,
+    for the worker, unless ``apply_now`` (the ``reconcile`` command)."""
+    applier: ApplyStep = step or InThread(engine, settings.worker_batch_size, settings.max_attempts)
     report = RunReport(store=store.name, started_at=utcnow().isoformat())
     async with exclusive(engine, f"reconcile:{store.name}") as got:
         # The run starts once it holds the lock (taking it opens a connection),
@@ -302,6 +333,7 @@ async def reconcile_store(
                         resource,
                         since,
                         max_attempts=settings.max_attempts,
+                        step=applier,
                     )
                     report.resources_seen[resource] = seen
                     report.found += found
@@ -322,10 +354,8 @@ async def reconcile_store(
                         report.events_seen += added.seen
                         report.found += len(added.new_ids)
                 if apply_now:
-                    await asyncio.to_thread(
-                        _drain, engine, store, settings.worker_batch_size, settings.max_attempts
-                    )
-            report.refreshed = await refresh_undecided(engine, store, client)
+                    await drain(applier, store)
+            report.refreshed = await refresh_undecided(engine, store, client, step=applier)
             # Every page is committed: only now may the cursor move.
             await asyncio.to_thread(EventsCursor(started).save, engine, store.name)
         except Exception as exc:

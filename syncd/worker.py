@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, Table, or_, select, update
 from sqlalchemy.engine import Connection
@@ -113,6 +113,68 @@ def add_and_apply(
         apply_at_once=ApplyNow(store),
         also=also,
     )
+
+
+class ApplyStep(Protocol):
+    """Where events are applied. Everything that applies goes through one:
+    the worker's batches of pending events, and reconcile's, backfill's and
+    audit's events applied as they are stored. :class:`InThread` here, or
+    (``syncd serve``) :class:`syncd.worker_process.ApplyProcess`, so that
+    applying never takes the receiver's interpreter lock."""
+
+    @property
+    def batch_size(self) -> int:
+        """How many events :meth:`pending` applies at most."""
+        ...
+
+    async def pending(self, store: StoreConfig) -> Report:
+        """Apply one batch of ``store``'s ready events (:func:`apply_pending`)."""
+        ...
+
+    async def add(
+        self,
+        store: StoreConfig,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        source: EventSource,
+        also: Callable[[Connection, inbox.Added], None] | None = None,
+    ) -> inbox.Added:
+        """Store events read from the API and apply them (:func:`add_and_apply`).
+        ``also`` must pickle (a module-level dataclass, not a closure): it may
+        run in another process."""
+        ...
+
+
+async def drain(step: ApplyStep, store: StoreConfig) -> None:
+    """Apply ``store``'s pending events, batch after batch, until none is left."""
+    while (await step.pending(store)).claimed >= step.batch_size:
+        pass
+
+
+@dataclass(frozen=True)
+class InThread:
+    """The apply step in a thread of this process (every command but ``serve``)."""
+
+    engine: Engine
+    batch_size: int
+    max_attempts: int
+
+    async def pending(self, store: StoreConfig) -> Report:
+        return await asyncio.to_thread(
+            apply_pending, self.engine, store, limit=self.batch_size, max_attempts=self.max_attempts
+        )
+
+    async def add(
+        self,
+        store: StoreConfig,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        source: EventSource,
+        also: Callable[[Connection, inbox.Added], None] | None = None,
+    ) -> inbox.Added:
+        return await asyncio.to_thread(
+            add_and_apply, self.engine, store, payloads, source=source, also=also
+        )
 
 
 @dataclass(frozen=True)
@@ -431,7 +493,7 @@ class Worker:
         *,
         clients: Mapping[str, ShopertiClient],
         metrics: Metrics | None = None,
-        apply_step: Callable[[StoreConfig], Awaitable[Report]] | None = None,
+        apply_step: ApplyStep | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -439,7 +501,9 @@ class Worker:
         self.metrics = metrics
         # Where a batch is applied: a thread of this process unless told
         # otherwise (``syncd serve`` uses a child process, syncd.worker_process).
-        self.apply_step = apply_step or self._apply_in_thread
+        self.apply_step = apply_step or InThread(
+            engine, settings.worker_batch_size, settings.max_attempts
+        )
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -499,19 +563,10 @@ class Worker:
             client = self.clients.get(store.name)
             if store.verify == VerifyMode.API and client is not None:
                 moved += await self.verify(store, client)
-            report = await self.apply_step(store)
+            report = await self.apply_step.pending(store)
             self._observe(store.name, report)
             moved += report.claimed
         return moved
-
-    async def _apply_in_thread(self, store: StoreConfig) -> Report:
-        return await asyncio.to_thread(
-            apply_pending,
-            self.engine,
-            store,
-            limit=self.settings.worker_batch_size,
-            max_attempts=self.settings.max_attempts,
-        )
 
     async def verify(self, store: StoreConfig, client: ShopertiClient) -> int:
         pending = await asyncio.to_thread(

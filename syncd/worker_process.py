@@ -2,12 +2,12 @@
 
 Receiving webhooks and applying events are both Python work; in one process
 they take turns on one interpreter lock, so every event applied is time
-not spent acknowledging. Measured on a 2-core machine, the receiver alone
-acknowledged ~1,060 events/s, ~630 with the apply step in a thread beside
-it, ~900 with the apply step here. Everything else stays in the daemon's
-process: the worker loop (wake-ups, lingering, API verification, metrics);
-only :func:`syncd.worker.apply_pending` crosses over, and its Report comes
-back.
+not spent acknowledging (README "Performance" has the figures). Everything
+else stays in the daemon's process: the worker loop (wake-ups, lingering,
+API verification, metrics); only the apply step crosses over: the worker's batches
+(:func:`syncd.worker.apply_pending`) and the events reconcile and backfill
+store and apply at once (:func:`syncd.worker.add_and_apply`), one call at a
+time; what they did comes back.
 
 The child ignores SIGINT and SIGTERM (the daemon stops it after its own
 graceful stop, once the batch in hand is done) and exits by itself if the
@@ -24,18 +24,23 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from ctypes import c_double
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from syncd import inbox
 from syncd.config import Settings, StoreConfig
-from syncd.worker import Report, apply_pending
+from syncd.vocabulary import EventSource
+from syncd.worker import Report, add_and_apply, apply_pending
 
 log = logging.getLogger("syncd.worker")
 _engine: Engine | None = None  # the child's own engine
 HEARTBEAT_SECONDS = 0.5
+T = TypeVar("T")
 
 
 def _start_child(
@@ -77,12 +82,24 @@ def _apply(store: StoreConfig, limit: int, max_attempts: int) -> Report:
     return apply_pending(_engine, store, limit=limit, max_attempts=max_attempts)
 
 
+def _add(
+    store: StoreConfig,
+    payloads: Sequence[Mapping[str, Any]],
+    source: EventSource,
+    also: Callable[[Connection, inbox.Added], None] | None,
+) -> inbox.Added:
+    assert _engine is not None, "the apply process was not started"
+    return add_and_apply(_engine, store, payloads, source=source, also=also)
+
+
 class ApplyProcess:
-    """Runs :func:`apply_pending` in one child process, started on first use
-    and started again if it dies."""
+    """The apply step (:class:`syncd.worker.ApplyStep`) in one child process,
+    started on first use and started again if it dies: the worker's batches
+    and reconcile's and backfill's alike, one after another."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.batch_size = settings.worker_batch_size
         self._pool: ProcessPoolExecutor | None = None
         self._heartbeat: c_double | None = None
 
@@ -113,21 +130,29 @@ class ApplyProcess:
             return 0.0
         return max(time.monotonic() - self._heartbeat.value, 0.0)
 
-    async def apply(self, store: StoreConfig) -> Report:
+    async def pending(self, store: StoreConfig) -> Report:
+        return await self._run(store, _apply, store, self.batch_size, self.settings.max_attempts)
+
+    async def add(
+        self,
+        store: StoreConfig,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        source: EventSource,
+        also: Callable[[Connection, inbox.Added], None] | None = None,
+    ) -> inbox.Added:
+        return await self._run(store, _add, store, list(payloads), source, also)
+
+    async def _run(self, store: StoreConfig, call: Callable[..., T], *args: Any) -> T:
         if self._pool is None:
             self._pool = self._start()
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self._pool,
-                _apply,
-                store,
-                self.settings.worker_batch_size,
-                self.settings.max_attempts,
-            )
+            return await loop.run_in_executor(self._pool, call, *args)
         except BrokenProcessPool:
             # Killed (e.g. out of memory): its transaction rolled back, so the
-            # batch is still pending; the next pass starts a new child.
+            # batch is still pending (or still unread, for reconcile to list
+            # again); the next call starts a new child.
             log.warning("worker.apply_process_died", extra={"store": store.name})
             self._pool.shutdown(wait=False)
             self._pool = None

@@ -39,7 +39,7 @@ def test_the_child_applies_exactly_as_a_thread_does(db: Any) -> None:
     deliver(db.engine, *events)
     process = ApplyProcess(load_settings({"SYNCD_DATABASE_URL": db.url}))
     try:
-        report = asyncio.run(process.apply(STORE))
+        report = asyncio.run(process.pending(STORE))
     finally:
         process.close()
     assert (report.applied, report.failed, report.retried) == (9, 0, 0)
@@ -54,16 +54,16 @@ def test_a_killed_child_is_replaced_and_its_batch_is_still_pending(db: Any) -> N
 
     async def scenario() -> None:
         deliver(db.engine, order_event("evt_first", order_id="ord_1"))
-        assert (await process.apply(STORE)).applied == 1
+        assert (await process.pending(STORE)).applied == 1
         assert process._pool is not None
         [child] = process._pool._processes.values()  # type: ignore[union-attr]
         os.kill(child.pid, signal.SIGKILL)
         child.join(10)
         deliver(db.engine, order_event("evt_after", order_id="ord_2"))
         with pytest.raises(BrokenProcessPool):
-            await process.apply(STORE)
+            await process.pending(STORE)
         assert statuses(db)["evt_after"] == "pending"
-        assert (await process.apply(STORE)).applied == 1  # a new child
+        assert (await process.pending(STORE)).applied == 1  # a new child
 
     try:
         asyncio.run(scenario())
