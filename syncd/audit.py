@@ -45,6 +45,7 @@ from syncd.db.models import OrderLineItem as LineItemRow
 from syncd.db.models import OrderRefund as RefundRow
 from syncd.errors import WireError
 from syncd.inbox import utcnow
+from syncd.resources import BY_NAME, SNAPSHOTTED, SnapshottedName
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.vocabulary import EventSource
@@ -58,7 +59,7 @@ refunds: Table = RefundRow.__table__  # type: ignore[assignment]
 Kind = Literal["missing", "stale", "different", "unknown"]
 KINDS: tuple[Kind, ...] = ("missing", "stale", "different", "unknown")
 SHOWN = 10  # ids shown per kind
-Resource = Literal["orders", "customers"]
+Resource = SnapshottedName
 
 # What "the same content" means: a column and how to read it from the parsed copy.
 ORDER_FIELDS: dict[str, Callable[[wire.Order], Any]] = {
@@ -152,7 +153,7 @@ async def _audit(
     report = AuditReport(store.name, since.isoformat() if since else None, started.isoformat())
     # Only rows older than the audit (less the clock margin) can be judged.
     settled_before = started - SNAPSHOT_MARGIN
-    for resource in ("customers", "orders"):
+    for resource in SNAPSHOTTED:
         found = report.findings[resource] = Findings()
         listed: set[str] = set()
         async for page in client.pages(resource, since=since):
@@ -350,7 +351,8 @@ async def _repair_unknown(
     unknown: Sequence[str],
 ) -> int:
     """Ask the API for each unknown object: apply its copy, or its deletion on a 404."""
-    single: Literal["order", "customer"] = "order" if resource == "orders" else "customer"
+    single = BY_NAME[resource].snapshot
+    assert single is not None
     total = 0
     for start in range(0, len(unknown), 100):
         chunk = unknown[start : start + 100]

@@ -17,6 +17,7 @@ from syncd.config import Settings, StoreConfig
 from syncd.db.engine import check_schema_at_head, make_engine
 from syncd.ops.progress import ProgressDisplay
 from syncd.reconcile import exclusive, sync_resource
+from syncd.resources import SNAPSHOTTED
 from syncd.shoperti.client import ShopertiClient
 
 
@@ -45,7 +46,7 @@ async def _run(
         async with ShopertiClient.for_store(store) as client:
             with progress:
                 totals = {}
-                for resource in ("customers", "orders"):
+                for resource in SNAPSHOTTED:
                     totals[resource] = await sync_resource(
                         engine,
                         store,

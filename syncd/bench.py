@@ -14,6 +14,9 @@ SQLite file in a temporary directory):
    settings that answers 200 without touching a database; the ratio
    syncd / bare says what durability costs.
 3. **latency at a fixed rate**: p99 at an open-loop rate (e.g. 300 events/s).
+   **during a backfill**: the acks' load again, while ``serve``'s first
+   reconcile pass imports the ``--orders`` of a simulated store (its apply
+   process applies both).
 4. **backfill**: M simulated orders imported through the API, orders/s and
    peak RSS, next to the time to just download the pages, and the ratio.
 5. **backfill from a realistic API**: the same import from a simulated API
@@ -347,43 +350,13 @@ def bench_backfill(
     from syncd.reconcile import sync_resource
     from syncd.shoperti.client import ShopertiClient
 
-    simulator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "syncd",
-            "simulator",
-            "--api-key",
-            KEY,
-            "--seed",
-            str(seed),
-            "--orders",
-            "0",
-            "--history-orders",
-            str(orders),
-            "--history-days",
-            "365",
-            "--api-latency",
-            str(api_latency),
-            "--api-max-concurrent",
-            str(api_allowed),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
     answers: dict[str, int] = {}
 
     def tally(endpoint: str, outcome: int | str) -> None:
         answers[str(outcome)] = answers.get(str(outcome), 0) + 1
 
     downloaded, download_s = 0, float("nan")
-    try:
-        assert simulator.stdout is not None
-        first = simulator.stdout.readline().strip()
-        if not first.startswith("api_url="):
-            raise RuntimeError(f"the simulator did not start: {first!r}")
-        api_url = first.removeprefix("api_url=")
+    with simulated_api(orders, seed, api_latency, api_allowed) as api_url:
         rss_before = _rss_now_mb()
 
         async def download() -> int:
@@ -416,11 +389,6 @@ def bench_backfill(
         seen, _ = asyncio.run(backfill())
         backfill_s = time.perf_counter() - started
         engine.dispose()
-    finally:
-        simulator.send_signal(signal.SIGTERM)
-        simulator.wait(30)
-        if simulator.stdout is not None:
-            simulator.stdout.close()
     return {
         "orders": seen,
         "downloaded": downloaded,
@@ -430,6 +398,96 @@ def bench_backfill(
         "peak_rss_mb": peak_rss_mb(),
         "answers": answers,
     }
+
+
+@contextlib.contextmanager
+def simulated_api(
+    orders: int, seed: int, api_latency: float = 0.0, api_allowed: int = 0
+) -> Iterator[str]:
+    """``syncd simulator`` in a process of its own with ``orders`` of history;
+    yields its API URL."""
+    simulator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "syncd",
+            "simulator",
+            "--api-key",
+            KEY,
+            "--seed",
+            str(seed),
+            "--orders",
+            "0",
+            "--history-orders",
+            str(orders),
+            "--history-days",
+            "365",
+            "--api-latency",
+            str(api_latency),
+            "--api-max-concurrent",
+            str(api_allowed),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert simulator.stdout is not None
+        first = simulator.stdout.readline().strip()
+        if not first.startswith("api_url="):
+            raise RuntimeError(f"the simulator did not start: {first!r}")
+        yield first.removeprefix("api_url=")
+    finally:
+        simulator.send_signal(signal.SIGTERM)
+        simulator.wait(30)
+        if simulator.stdout is not None:
+            simulator.stdout.close()
+
+
+def bench_acks_during_backfill(
+    url: str, bodies: list[bytes], concurrency: int, orders: int, seed: int
+) -> dict[str, Any]:
+    """Acks/s of ``syncd serve`` while its first reconcile pass (no cursor
+    yet: a resource sync, as a backfill) imports ``orders`` from the API."""
+    port = free_port()
+    path = f"/webhooks/shoperti?token={TOKEN}"
+    reset(url)
+    with simulated_api(orders, seed) as api_url:
+        env = {
+            "SYNCD_DATABASE_URL": url,
+            "SYNCD_PORT": str(port),
+            "SYNCD_WEBHOOK_SECRET": TOKEN,
+            "SYNCD_VERIFY": "off",
+            "SYNCD_API_URL": api_url,
+            "SYNCD_API_KEY": KEY,
+            "SYNCD_RECONCILE_INTERVAL": "3600",  # the first pass starts at once
+        }
+        with server([sys.executable, "-m", "syncd", "serve"], env, port):
+            deadline = time.monotonic() + 60
+            while _backfilled(url) == 0:  # wait until the import is under way
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the first reconcile pass did not start")
+                time.sleep(0.05)
+            load = asyncio.run(closed_loop(port, path, bodies, concurrency))
+            at_end = _backfilled(url)
+    return {"acks": load, "backfilled_at_end": at_end}
+
+
+def _backfilled(url: str) -> int:
+    """Orders in the inbox from the resource sync so far."""
+    from sqlalchemy import func, select
+
+    from syncd.db.models import Event
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = select(func.count()).where(
+                Event.source == "backfill", Event.type.like("order%")
+            )
+            return int(conn.scalar(query) or 0)
+    finally:
+        engine.dispose()
 
 
 def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
@@ -591,6 +649,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{fixed.percentile(50):.1f} ms, p99 {fixed.percentile(99):.1f} ms, errors "
                 f"{fixed.errors}; applied {r['fixed_rate_applied_after_last_ack_s']:.2f} s "
                 "after the last ack"
+            )
+            d = bench_acks_during_backfill(
+                url, bodies[200:], args.concurrency, args.orders, args.seed
+            )
+            during = d["acks"]
+            print(
+                f"during    the same load while serve's first reconcile imports {args.orders} "
+                f"orders: {during.rate:,.0f} acks/s ({during.rate / acks.rate:.2f} of alone), "
+                f"p99 {during.percentile(99):.1f} ms, errors {during.errors}; "
+                f"{d['backfilled_at_end']} orders imported at the last ack"
+                + (
+                    " (the import outlasted the load)"
+                    if d["backfilled_at_end"] < args.orders
+                    else ""
+                ),
+                flush=True,
             )
         if not args.skip_backfill:
             b = _backfill_child(url, args)

@@ -1,7 +1,8 @@
 """Reconcile and backfill: bring in from the API what webhooks did not.
 
-Each synced resource declares its cursor (``STREAMS``); "since when" is
-always read from ``sync_state``, never worked out ad hoc.
+Each synced resource is declared in :mod:`syncd.resources` (its endpoint,
+since-parameter, state row and snapshot kind); "since when" is always read
+from ``sync_state``, never worked out ad hoc.
 
 - **events** (reconcile): list events from ``cursor - lookback``; the ones
   the inbox lacks go in with ``source='reconcile'``. The cursor moves to the
@@ -25,7 +26,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Engine, Table, delete, select
 from sqlalchemy.engine import Connection
@@ -37,16 +38,17 @@ from syncd.db.engine import lock_engine
 from syncd.db.models import RefreshRequest
 from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
+from syncd.resources import BY_NAME, SNAPSHOTTED, SnapshottedName
 from syncd.shoperti import wire
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
-from syncd.state import STREAMS, EventsCursor, LastRun, read_state, write_state, write_state_on
+from syncd.state import EventsCursor, LastRun, read_state, write_state, write_state_on
 from syncd.vocabulary import EventSource
 from syncd.worker import ApplyStep, InThread, drain
 
 log = logging.getLogger("syncd.reconcile")
 refresh_requests: Table = RefreshRequest.__table__  # type: ignore[assignment]
 
-Resource = Literal["orders", "customers"]
+Resource = SnapshottedName
 
 
 # --- the lock -------------------------------------------------------------------------
@@ -111,7 +113,8 @@ async def sync_resource(
     seen, versions new to the inbox).
     """
     applier: ApplyStep = step or InThread(engine, apply_batch, max_attempts)
-    checkpoint_name = STREAMS[resource]
+    declared = BY_NAME[resource]
+    checkpoint_name = declared.state
     checkpoint = await asyncio.to_thread(read_state, engine, store.name, checkpoint_name)
     start = None
     seen = found = 0
@@ -119,7 +122,8 @@ async def sync_resource(
         start = PageCursor.from_dict(checkpoint["cursor"])
         seen = int(checkpoint.get("seen", 0))
         found = int(checkpoint.get("found", 0))
-    single = "order" if resource == "orders" else "customer"
+    single = declared.snapshot
+    assert single is not None, f"{resource} are not listed as snapshots"
     # The next batch downloads while this one is written: a queue of a batch's
     # worth of pages (at 100 a page) keeps memory bounded and the database busy.
     pages: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(
@@ -325,7 +329,7 @@ async def reconcile_store(
                 report.mode = "resources"
                 since = cursor - lookback if cursor is not None else None
                 report.since = _iso(since)
-                for resource in ("customers", "orders"):
+                for resource in SNAPSHOTTED:
                     seen, found = await sync_resource(
                         engine,
                         store,

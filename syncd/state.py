@@ -29,19 +29,15 @@ from syncd.db import dialect
 from syncd.db.models import SyncState
 from syncd.errors import WireError
 from syncd.inbox import utcnow
+from syncd.resources import BY_NAME, EVENTS, SNAPSHOTTED
 from syncd.shoperti import wire
 
 sync_state: Table = SyncState.__table__  # type: ignore[assignment]
 
-EVENTS_CURSOR: Final = "events_cursor"
+EVENTS_CURSOR: Final = EVENTS.state
 LAST_RUN: Final = "reconcile_last_run"
-#: The page checkpoint of each resource sync.
-CHECKPOINTS: Final[Mapping[str, str]] = {
-    "orders": "backfill:orders",
-    "customers": "backfill:customers",
-}
-#: Each synced resource's state record.
-STREAMS: Final[Mapping[str, str]] = {"events": EVENTS_CURSOR, **CHECKPOINTS}
+#: The page checkpoint of each resource sync (declared in :mod:`syncd.resources`).
+CHECKPOINTS: Final[Mapping[str, str]] = {name: BY_NAME[name].state for name in SNAPSHOTTED}
 
 
 # --- the rows -------------------------------------------------------------------------

@@ -52,20 +52,14 @@ from syncd.errors import (
     ConfigError,
     WireError,
 )
+from syncd.resources import BY_NAME, ResourceName
 
 __all__ = ["Page", "PageCursor", "Resource", "ShopertiClient", "format_since"]
 
 log = logging.getLogger("syncd.shoperti")
 
-Resource = Literal["events", "orders", "customers"]
+Resource = ResourceName
 RESOURCES: Final[tuple[str, ...]] = get_args(Resource)
-
-# docs/api.md §2: events are listed by creation time, orders and customers by update time.
-SINCE_PARAM: Final[Mapping[str, str]] = {
-    "events": "created_at_min",
-    "orders": "updated_at_min",
-    "customers": "updated_at_min",
-}
 
 MAX_PER_PAGE: Final = 100
 USER_AGENT: Final = "syncd"
@@ -126,7 +120,7 @@ class PageCursor:
         """The query string for asking for ``page`` by number."""
         params: dict[str, str | int] = {}
         if self.since is not None:
-            params[SINCE_PARAM[self.resource]] = self.since
+            params[BY_NAME[self.resource].since_param] = self.since
         params["page"] = self.page
         params["per_page"] = self.per_page
         return params
