@@ -283,17 +283,12 @@ def _fits_each(table: Table, records: Sequence[Any], where: str) -> None:
 
 
 def _order_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
-    if event.data is None:
-        raise WireError("data: missing")
-    is_delete = event.type == "order.deleted"
-    sparse = is_delete and "updated_at" not in event.data
-    order_id = wire.ident(event.data.get("id"), "data.id")
-    if order_id is None:
-        raise WireError("data.id: missing")
-    if sparse:  # a bare {"id": …}: nothing to show but the deletion
-        batch.deleted_orders.add(order_id)
+    gone = wire.bare_deletion(event)
+    if gone is not None:  # nothing to show but the deletion
+        batch.deleted_orders.add(gone)
         return
-    order = wire.parse_order(event.data, "data")
+    is_delete = event.type == "order.deleted"
+    order = wire.parse_order(wire.event_data(event), "data")
     _check_order(order, "data")
     version = version_of(order.updated_at, event.created_at, event.id, snapshot=snapshot)
     batch.offer_order(version, order)
@@ -329,16 +324,12 @@ def _order_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
 
 
 def _customer_event(batch: Batch, event: wire.Event, snapshot: bool) -> None:
-    if event.data is None:
-        raise WireError("data: missing")
-    is_delete = event.type == "customer.deleted"
-    if is_delete and "updated_at" not in event.data:
-        customer_id = wire.ident(event.data.get("id"), "data.id")
-        if customer_id is None:
-            raise WireError("data.id: missing")
-        batch.deleted_customers.add(customer_id)
+    gone = wire.bare_deletion(event)
+    if gone is not None:
+        batch.deleted_customers.add(gone)
         return
-    customer = wire.parse_customer(event.data, "data")
+    is_delete = event.type == "customer.deleted"
+    customer = wire.parse_customer(wire.event_data(event), "data")
     _check_customer(customer, "data")
     batch.offer_customer(
         version_of(customer.updated_at, event.created_at, event.id, snapshot=snapshot), customer

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Engine, Table, or_, select, update
 from sqlalchemy.engine import Connection
@@ -376,11 +376,19 @@ class VerifyLater:
 Verdict = Verified | Rejected | VerifyLater
 
 
-def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[str, Any], int]]:
+class Unverified(NamedTuple):
+    id: str
+    type: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+def unverified(engine: Engine, store: str, limit: int) -> list[Unverified]:
+    """Pending events of ``store`` whose verification is due, oldest first."""
     now = utcnow()
     with dialect.reading(engine) as conn:
         rows = conn.execute(
-            select(events.c.id, events.c.payload, events.c.attempts)
+            select(events.c.id, events.c.type, events.c.payload, events.c.attempts)
             .where(
                 events.c.store == store,
                 events.c.status == EventStatus.PENDING,
@@ -391,7 +399,7 @@ def unverified(engine: Engine, store: str, limit: int) -> list[tuple[str, dict[s
             .limit(limit)
         ).all()
         conn.commit()
-    return [(row.id, row.payload, row.attempts) for row in rows]
+    return [Unverified(row.id, row.type, row.payload, row.attempts) for row in rows]
 
 
 async def verify_one(client: ShopertiClient, event_id: str, posted: Mapping[str, Any]) -> Verdict:
@@ -579,9 +587,9 @@ class Worker:
             async with self._limit:
                 return await verify_one(client, event_id, payload)
 
-        verdicts = await asyncio.gather(*(bounded(i, p) for i, p, _ in pending))
-        attempts = {event_id: tries for event_id, _, tries in pending}
-        types = {event_id: str(payload.get("type"))[:64] for event_id, payload, _ in pending}
+        verdicts = await asyncio.gather(*(bounded(e.id, e.payload) for e in pending))
+        attempts = {e.id: e.attempts for e in pending}
+        types = {e.id: e.type for e in pending}
         report = await asyncio.to_thread(
             record_verdicts,
             self.engine,

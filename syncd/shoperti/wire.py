@@ -275,6 +275,27 @@ class Event:
         return self.type in NORMALIZED_EVENTS
 
 
+def event_data(event: Event) -> Mapping[str, Any]:
+    """The event's ``data``, the object it is about; a WireError when it has none."""
+    if event.data is None:
+        raise WireError("data: missing")
+    return event.data
+
+
+def bare_deletion(event: Event) -> str | None:
+    """The id a deletion names when its ``data`` holds nothing else worth
+    reading (``{"id": …}``, no ``updated_at``); None when ``data`` is a whole
+    copy, of a deleted object or not, to be parsed as one. The two shapes a
+    deletion comes in are told apart here, so no one else reads its keys."""
+    data = event_data(event)
+    if not event.type.endswith(".deleted") or "updated_at" in data:
+        return None
+    resource_id = ident(data.get("id"), "data.id")
+    if resource_id is None:
+        raise WireError("data.id: missing")
+    return resource_id
+
+
 def resource_of(event_type: str) -> str:
     """``order.paid`` → ``order``; an unknown type keeps its own prefix."""
     prefix = event_type.split(".", 1)[0].strip().lower()
