@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +38,7 @@ from syncd.db.engine import lock_engine
 from syncd.db.models import RefreshRequest
 from syncd.inbox import utcnow
 from syncd.ops.metrics import Metrics
-from syncd.resources import BY_NAME, SNAPSHOTTED, SnapshottedName
+from syncd.resources import BY_NAME, SNAPSHOTTED, SnapshotKind, SnapshottedName
 from syncd.shoperti import wire
 from syncd.shoperti.client import Page, PageCursor, ShopertiClient
 from syncd.state import EventsCursor, LastRun, read_state, write_state, write_state_on
@@ -112,79 +112,115 @@ async def sync_resource(
     Resumes from the page checkpoint when there is one. Returns (versions
     seen, versions new to the inbox).
     """
-    applier: ApplyStep = step or InThread(engine, apply_batch, max_attempts)
     declared = BY_NAME[resource]
-    checkpoint_name = declared.state
-    checkpoint = await asyncio.to_thread(read_state, engine, store.name, checkpoint_name)
-    start = None
-    seen = found = 0
-    if checkpoint is not None and checkpoint.get("since") == _iso(since):
-        start = PageCursor.from_dict(checkpoint["cursor"])
-        seen = int(checkpoint.get("seen", 0))
-        found = int(checkpoint.get("found", 0))
-    single = declared.snapshot
-    assert single is not None, f"{resource} are not listed as snapshots"
+    assert declared.snapshot is not None, f"{resource} are not listed as snapshots"
+    run = _ResourceSync(
+        engine,
+        store,
+        step or InThread(engine, apply_batch, max_attempts),
+        resource,
+        declared.snapshot,
+        declared.state,
+        since,
+        apply_batch,
+        progress,
+    )
+    start = await run.resume()
     # The next batch downloads while this one is written: a queue of a batch's
     # worth of pages (at 100 a page) keeps memory bounded and the database busy.
     pages: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(
         maxsize=max(2, apply_batch // 100)
     )
-
-    async def download() -> None:
-        try:
-            # Up to api_concurrency requests in flight; pages still come in order,
-            # so each checkpoint below is exactly where a rerun must start.
-            listing = client.pages(
-                resource, since=since, start=start, concurrency=store.api_concurrency
-            )
-            async with contextlib.aclosing(listing):  # closed: no request left in flight
-                async for page in listing:
-                    await pages.put(page)
-            await pages.put(None)
-        except Exception as exc:
-            await pages.put(exc)
-
-    downloader = asyncio.create_task(download())
-    next_analyze = seen + 4 * apply_batch  # then each time the import has doubled
-    batch: list[dict[str, Any]] = []  # snapshots of whole pages, up to apply_batch
-
-    async def store_batch(last: Page) -> None:
-        # One transaction for the batch, its outcomes and the checkpoint after
-        # its last page: a restart resumes right after it.
-        nonlocal seen, found, next_analyze
-        seen_after = seen + len(batch)
-        after = None
-        if last.next is not None:
-            after = {"since": _iso(since), "cursor": last.next.to_dict(), "seen": seen_after}
-        checkpoint = PageCheckpoint(store.name, checkpoint_name, after, found)
-        added = await applier.add(store, batch, source=EventSource.BACKFILL, also=checkpoint)
-        seen = seen_after
-        found += len(added.new_ids)
-        batch.clear()
-        if seen >= next_analyze:
-            await asyncio.to_thread(_analyze, engine)
-            next_analyze = seen * 2
-        if progress is not None:
-            progress(resource, seen, last.total)
-
+    listing = client.pages(resource, since=since, start=start, concurrency=store.api_concurrency)
+    downloader = asyncio.create_task(_download(listing, pages))
     try:
+        await run.consume(pages)
+    finally:
+        downloader.cancel()
+        await asyncio.gather(downloader, return_exceptions=True)
+    await drain(run.applier, store)
+    await asyncio.to_thread(write_state, engine, store.name, run.state, None)
+    return run.seen, run.found
+
+
+async def _download(
+    listing: AsyncGenerator[Page, None], pages: asyncio.Queue[Page | BaseException | None]
+) -> None:
+    """Put the listing's pages on ``pages``, then None (or the error that
+    ended it). Pages come in order however many requests are in flight, so
+    each checkpoint is exactly where a rerun must start."""
+    try:
+        async with contextlib.aclosing(listing):  # closed: no request left in flight
+            async for page in listing:
+                await pages.put(page)
+        await pages.put(None)
+    except Exception as exc:
+        await pages.put(exc)
+
+
+@dataclass
+class _ResourceSync:
+    """One resource sync's writing side: batches of pages, each stored and
+    applied in one transaction with the checkpoint after its last page."""
+
+    engine: Engine
+    store: StoreConfig
+    applier: ApplyStep
+    resource: Resource
+    kind: SnapshotKind
+    state: str  # the checkpoint's sync_state row
+    since: datetime | None
+    apply_batch: int
+    progress: Progress | None
+    seen: int = 0
+    found: int = 0
+    next_analyze: int = 0
+    batch: list[dict[str, Any]] = field(default_factory=list)  # whole pages' snapshots
+
+    async def resume(self) -> PageCursor | None:
+        """Where the listing starts: the checkpoint's page, if it is about
+        the same ``since``; None for the first page."""
+        saved = await asyncio.to_thread(read_state, self.engine, self.store.name, self.state)
+        start = None
+        if saved is not None and saved.get("since") == _iso(self.since):
+            start = PageCursor.from_dict(saved["cursor"])
+            self.seen = int(saved.get("seen", 0))
+            self.found = int(saved.get("found", 0))
+        self.next_analyze = self.seen + 4 * self.apply_batch  # then each time it doubles
+        return start
+
+    async def consume(self, pages: asyncio.Queue[Page | BaseException | None]) -> None:
         last: Page | None = None
         while (page := await pages.get()) is not None:
             if isinstance(page, BaseException):
                 raise page
             read_at = page.read_at or utcnow()
-            batch.extend(wire.snapshot_event(single, item, read_at) for item in page.items)
+            self.batch.extend(wire.snapshot_event(self.kind, item, read_at) for item in page.items)
             last = page
-            if len(batch) >= apply_batch:
-                await store_batch(page)
-        if batch and last is not None:
-            await store_batch(last)  # the rest
-    finally:
-        downloader.cancel()
-        await asyncio.gather(downloader, return_exceptions=True)
-    await drain(applier, store)
-    await asyncio.to_thread(write_state, engine, store.name, checkpoint_name, None)
-    return seen, found
+            if len(self.batch) >= self.apply_batch:
+                await self._store(page)
+        if self.batch and last is not None:
+            await self._store(last)  # the rest
+
+    async def _store(self, last: Page) -> None:
+        # One transaction for the batch, its outcomes and the checkpoint after
+        # its last page: a restart resumes right after it.
+        seen_after = self.seen + len(self.batch)
+        after = None
+        if last.next is not None:
+            after = {"since": _iso(self.since), "cursor": last.next.to_dict(), "seen": seen_after}
+        checkpoint = PageCheckpoint(self.store.name, self.state, after, self.found)
+        added = await self.applier.add(
+            self.store, self.batch, source=EventSource.BACKFILL, also=checkpoint
+        )
+        self.seen = seen_after
+        self.found += len(added.new_ids)
+        self.batch = []
+        if self.seen >= self.next_analyze:
+            await asyncio.to_thread(_analyze, self.engine)
+            self.next_analyze = self.seen * 2
+        if self.progress is not None:
+            self.progress(self.resource, self.seen, last.total)
 
 
 @dataclass(frozen=True)
@@ -320,70 +356,104 @@ async def reconcile_store(
             if metrics is not None:
                 metrics.reconcile_runs.labels(store.name, "skipped").inc()
             return report
+        run = _Pass(engine, settings, store, client, applier, report, started)
         try:
-            saved = await asyncio.to_thread(EventsCursor.load, engine, store.name)
-            cursor = saved.at if saved is not None else None
-            retention = timedelta(seconds=settings.event_retention)
-            lookback = timedelta(seconds=settings.reconcile_lookback)
-            if cursor is None or cursor - lookback < started - retention:
-                report.mode = "resources"
-                since = cursor - lookback if cursor is not None else None
-                report.since = _iso(since)
-                for resource in SNAPSHOTTED:
-                    seen, found = await sync_resource(
-                        engine,
-                        store,
-                        client,
-                        resource,
-                        since,
-                        max_attempts=settings.max_attempts,
-                        step=applier,
-                    )
-                    report.resources_seen[resource] = seen
-                    report.found += found
-            else:
-                since = cursor - lookback
-                report.since = _iso(since)
-                listing = client.pages("events", since=since, concurrency=store.api_concurrency)
-                async with contextlib.aclosing(listing):  # closed: no request left in flight
-                    async for page in listing:
-                        added = await asyncio.to_thread(
-                            inbox.ingest,
-                            engine,
-                            store.name,
-                            page.items,
-                            source=EventSource.RECONCILE,
-                            verified=True,
-                        )
-                        report.events_seen += added.seen
-                        report.found += len(added.new_ids)
-                if apply_now:
-                    await drain(applier, store)
-            report.refreshed = await refresh_undecided(engine, store, client, step=applier)
-            # Every page is committed: only now may the cursor move.
-            await asyncio.to_thread(EventsCursor(started).save, engine, store.name)
+            await run.run(apply_now)
         except Exception as exc:
             report.error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("reconcile.failed", extra={"store": store.name, "error": report.error})
         finally:
             report.finished_at = utcnow().isoformat()
-            previous = None  # a failed pass keeps the last success and when failures began
-            if report.error is not None:
-                previous = await asyncio.to_thread(LastRun.load, engine, store.name)
-            last = LastRun.after(asdict(report), previous)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(last.save, engine, store.name)
+            await _record(engine, report)
+    _observe(report, metrics)
+    return report
+
+
+@dataclass
+class _Pass:
+    """The work of one reconcile pass, once it holds the store's lock."""
+
+    engine: Engine
+    settings: Settings
+    store: StoreConfig
+    client: ShopertiClient
+    applier: ApplyStep
+    report: RunReport
+    started: datetime
+
+    async def run(self, apply_now: bool) -> None:
+        saved = await asyncio.to_thread(EventsCursor.load, self.engine, self.store.name)
+        cursor = saved.at if saved is not None else None
+        retention = timedelta(seconds=self.settings.event_retention)
+        lookback = timedelta(seconds=self.settings.reconcile_lookback)
+        since = cursor - lookback if cursor is not None else None
+        self.report.since = _iso(since)
+        if since is None or since < self.started - retention:
+            await self._resources(since)  # the API no longer lists all we missed
+        else:
+            await self._events(since, apply_now)
+        self.report.refreshed = await refresh_undecided(
+            self.engine, self.store, self.client, step=self.applier
+        )
+        # Every page is committed: only now may the cursor move.
+        await asyncio.to_thread(EventsCursor(self.started).save, self.engine, self.store.name)
+
+    async def _resources(self, since: datetime | None) -> None:
+        self.report.mode = "resources"
+        for resource in SNAPSHOTTED:
+            seen, found = await sync_resource(
+                self.engine,
+                self.store,
+                self.client,
+                resource,
+                since,
+                max_attempts=self.settings.max_attempts,
+                step=self.applier,
+            )
+            self.report.resources_seen[resource] = seen
+            self.report.found += found
+
+    async def _events(self, since: datetime, apply_now: bool) -> None:
+        store = self.store
+        listing = self.client.pages("events", since=since, concurrency=store.api_concurrency)
+        async with contextlib.aclosing(listing):  # closed: no request left in flight
+            async for page in listing:
+                added = await asyncio.to_thread(
+                    inbox.ingest,
+                    self.engine,
+                    store.name,
+                    page.items,
+                    source=EventSource.RECONCILE,
+                    verified=True,
+                )
+                self.report.events_seen += added.seen
+                self.report.found += len(added.new_ids)
+        if apply_now:
+            await drain(self.applier, store)
+
+
+async def _record(engine: Engine, report: RunReport) -> None:
+    """Save the pass as the store's last run; a failed pass keeps the last
+    success and when the failures began. Never raises: the pass is over."""
+    previous = None
+    if report.error is not None:
+        previous = await asyncio.to_thread(LastRun.load, engine, report.store)
+    last = LastRun.after(asdict(report), previous)
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(last.save, engine, report.store)
+
+
+def _observe(report: RunReport, metrics: Metrics | None) -> None:
     if metrics is not None:
-        metrics.reconcile_runs.labels(store.name, "error" if report.error else "ok").inc()
+        metrics.reconcile_runs.labels(report.store, "error" if report.error else "ok").inc()
         if report.found:
-            metrics.reconcile_found.labels(store.name).inc(report.found)
+            metrics.reconcile_found.labels(report.store).inc(report.found)
     log.info(
         "reconcile.finished",
         extra={
-            "store": store.name,
+            "store": report.store,
             "mode": report.mode,
             "found": report.found,
             "error": report.error,
         },
     )
-    return report
