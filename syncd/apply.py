@@ -527,47 +527,92 @@ def _winners(
 def _write_orders(conn: Connection, batch: Batch, now: datetime, tz: ZoneInfo) -> None:
     winners, flag_only, known = _winners(conn, orders, batch, batch.orders, batch.deleted_orders)
     store = batch.store
-    rows, items, addresses = [], [], []
-    lists = OrderLists(store, tz)
+    rows = []
+    children = OrderLists(store, tz)
     for version, order, is_deleted in winners:
-        created_local, created_day = localtime.local(order.created_at, tz)
-        lists.add(order)
-        rows.append(
-            {
-                "store": store,
-                "id": order.id,
-                "number": order.number,
-                "status": order.status,
-                "financial_status": order.financial_status,
-                "fulfillment_status": order.fulfillment_status,
-                "currency": order.currency,
-                "subtotal": order.subtotal,
-                "total_discounts": order.total_discounts,
-                "total_tax": order.total_tax,
-                "total_shipping": order.total_shipping,
-                "total": order.total,
-                "customer_id": order.customer.id if order.customer else None,
-                "email": order.email,
-                "note": order.note,
-                "tags": order.tags,
-                "created_at": order.created_at,
-                "updated_at": order.updated_at,
-                "cancelled_at": order.cancelled_at,
-                "closed_at": order.closed_at,
-                "created_at_local": created_local,
-                "created_date_local": created_day,
-                "deleted": is_deleted,
-                "raw": dict(order.raw),
-                "last_event_id": version.event_id,
-                "last_event_at": version.event_at,
-                "synced_at": now,
-            }
+        rows.append(_order_row(store, version, order, is_deleted, now, tz))
+        children.add(order)
+    replaced = sorted(row["id"] for row in rows if row["id"] in known)
+    for table, listed in children.tables():
+        _replace_children(conn, table, table.c.order_id, store, replaced, listed)
+    _write_rows(conn, orders, rows, known)
+    _flag_deleted(conn, orders, store, flag_only, known, now)
+
+
+def _order_row(
+    store: str, version: Version, order: wire.Order, is_deleted: bool, now: datetime, tz: ZoneInfo
+) -> dict[str, Any]:
+    created_local, created_day = localtime.local(order.created_at, tz)
+    return {
+        "store": store,
+        "id": order.id,
+        "number": order.number,
+        "status": order.status,
+        "financial_status": order.financial_status,
+        "fulfillment_status": order.fulfillment_status,
+        "currency": order.currency,
+        "subtotal": order.subtotal,
+        "total_discounts": order.total_discounts,
+        "total_tax": order.total_tax,
+        "total_shipping": order.total_shipping,
+        "total": order.total,
+        "customer_id": order.customer.id if order.customer else None,
+        "email": order.email,
+        "note": order.note,
+        "tags": order.tags,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "cancelled_at": order.cancelled_at,
+        "closed_at": order.closed_at,
+        "created_at_local": created_local,
+        "created_date_local": created_day,
+        "deleted": is_deleted,
+        "raw": dict(order.raw),
+        "last_event_id": version.event_id,
+        "last_event_at": version.event_at,
+        "synced_at": now,
+    }
+
+
+class OrderLists:
+    """The rows of an order's lists (line items, addresses, transactions,
+    refunds and their lines, fulfillments and their lines, discount codes)
+    for the winning versions of a batch; each list is replaced as a whole
+    with its order. The wire parser has refused a list naming a key twice."""
+
+    def __init__(self, store: str, tz: ZoneInfo) -> None:
+        self.store, self.tz = store, tz
+        self.line_items: list[dict[str, Any]] = []
+        self.addresses: list[dict[str, Any]] = []
+        self.transactions: list[dict[str, Any]] = []
+        self.refunds: list[dict[str, Any]] = []
+        self.refund_lines: list[dict[str, Any]] = []
+        self.fulfillments: list[dict[str, Any]] = []
+        self.fulfillment_lines: list[dict[str, Any]] = []
+        self.discount_codes: list[dict[str, Any]] = []
+
+    def add(self, order: wire.Order) -> None:
+        key = {"store": self.store, "order_id": order.id}
+        self._line_items(key, order.line_items)
+        for kind, address in (
+            ("shipping", order.shipping_address),
+            ("billing", order.billing_address),
+        ):
+            if address is not None:
+                self.addresses.append({**key, "kind": kind, **address.columns()})
+        self._transactions(key, order.transactions)
+        self._refunds(key, order.refunds)
+        self._fulfillments(key, order.fulfillments)
+        self.discount_codes.extend(
+            {**key, "code": code.code, "type": code.type, "amount": code.amount}
+            for code in order.discount_codes
         )
-        for position, item in enumerate(order.line_items, start=1):
-            items.append(
+
+    def _line_items(self, key: dict[str, Any], listed: Sequence[wire.LineItem]) -> None:
+        for position, item in enumerate(listed, start=1):
+            self.line_items.append(
                 {
-                    "store": store,
-                    "order_id": order.id,
+                    **key,
                     "id": item.id,
                     "position": position,
                     "product_id": item.product_id,
@@ -581,45 +626,12 @@ def _write_orders(conn: Connection, batch: Batch, now: datetime, tz: ZoneInfo) -
                     "total": item.total,
                 }
             )
-        for kind, address in (
-            ("shipping", order.shipping_address),
-            ("billing", order.billing_address),
-        ):
-            if address is not None:
-                addresses.append(
-                    {"store": store, "order_id": order.id, "kind": kind, **address.columns()}
-                )
-    replaced = sorted(row["id"] for row in rows if row["id"] in known)
-    _replace_children(conn, line_items, line_items.c.order_id, store, replaced, items)
-    _replace_children(conn, order_addresses, order_addresses.c.order_id, store, replaced, addresses)
-    for table, children in lists.tables():
-        _replace_children(conn, table, table.c.order_id, store, replaced, children)
-    _write_rows(conn, orders, rows, known)
-    _flag_deleted(conn, orders, store, flag_only, known, now)
 
-
-class OrderLists:
-    """The rows of the order lists kept beside line items (transactions,
-    refunds and their lines, fulfillments and their lines, discount codes)
-    for the winning versions of a batch; each list is replaced as a whole
-    with its order. The wire parser has refused a list naming a key twice."""
-
-    def __init__(self, store: str, tz: ZoneInfo) -> None:
-        self.store, self.tz = store, tz
-        self.transactions: list[dict[str, Any]] = []
-        self.refunds: list[dict[str, Any]] = []
-        self.refund_lines: list[dict[str, Any]] = []
-        self.fulfillments: list[dict[str, Any]] = []
-        self.fulfillment_lines: list[dict[str, Any]] = []
-        self.discount_codes: list[dict[str, Any]] = []
-
-    def add(self, order: wire.Order) -> None:
-        store, order_id = self.store, order.id
-        for position, txn in enumerate(order.transactions, start=1):
+    def _transactions(self, key: dict[str, Any], listed: Sequence[wire.Transaction]) -> None:
+        for position, txn in enumerate(listed, start=1):
             self.transactions.append(
                 {
-                    "store": store,
-                    "order_id": order_id,
+                    **key,
                     "id": txn.id,
                     "position": position,
                     "kind": txn.kind,
@@ -634,12 +646,13 @@ class OrderLists:
                     "processed_at": txn.processed_at,
                 }
             )
-        for refund in order.refunds:
+
+    def _refunds(self, key: dict[str, Any], listed: Sequence[wire.Refund]) -> None:
+        for refund in listed:
             created_local, created_day = localtime.local(refund.created_at, self.tz)
             self.refunds.append(
                 {
-                    "store": store,
-                    "order_id": order_id,
+                    **key,
                     "id": refund.id,
                     "created_at": refund.created_at,
                     "created_at_local": created_local,
@@ -649,22 +662,22 @@ class OrderLists:
                     "restock": refund.restock,
                 }
             )
-            for line in refund.line_items:
-                self.refund_lines.append(
-                    {
-                        "store": store,
-                        "order_id": order_id,
-                        "refund_id": refund.id,
-                        "line_item_id": line.line_item_id,
-                        "quantity": line.quantity,
-                        "amount": line.amount,
-                    }
-                )
-        for shipment in order.fulfillments:
+            self.refund_lines.extend(
+                {
+                    **key,
+                    "refund_id": refund.id,
+                    "line_item_id": line.line_item_id,
+                    "quantity": line.quantity,
+                    "amount": line.amount,
+                }
+                for line in refund.line_items
+            )
+
+    def _fulfillments(self, key: dict[str, Any], listed: Sequence[wire.Fulfillment]) -> None:
+        for shipment in listed:
             self.fulfillments.append(
                 {
-                    "store": store,
-                    "order_id": order_id,
+                    **key,
                     "id": shipment.id,
                     "status": shipment.status,
                     "tracking_company": shipment.tracking_company,
@@ -674,29 +687,20 @@ class OrderLists:
                     "updated_at": shipment.updated_at,
                 }
             )
-            for shipped in shipment.line_items:
-                self.fulfillment_lines.append(
-                    {
-                        "store": store,
-                        "order_id": order_id,
-                        "fulfillment_id": shipment.id,
-                        "line_item_id": shipped.line_item_id,
-                        "quantity": shipped.quantity,
-                    }
-                )
-        for code in order.discount_codes:
-            self.discount_codes.append(
+            self.fulfillment_lines.extend(
                 {
-                    "store": store,
-                    "order_id": order_id,
-                    "code": code.code,
-                    "type": code.type,
-                    "amount": code.amount,
+                    **key,
+                    "fulfillment_id": shipment.id,
+                    "line_item_id": shipped.line_item_id,
+                    "quantity": shipped.quantity,
                 }
+                for shipped in shipment.line_items
             )
 
     def tables(self) -> list[tuple[Table, list[dict[str, Any]]]]:
         return [
+            (line_items, self.line_items),
+            (order_addresses, self.addresses),
             (transactions, self.transactions),
             (refunds, self.refunds),
             (refund_lines, self.refund_lines),
