@@ -618,28 +618,6 @@ def parse_order(value: Any, field: str = "order") -> Order:
     order_id = ident(obj.get("id"), f"{field}.id")
     if order_id is None:
         raise WireError(f"{field}.id: missing")
-    items = []
-    for index, item in enumerate(_list(obj.get("line_items"), f"{field}.line_items")):
-        where = f"{field}.line_items[{index}]"
-        if not isinstance(item, Mapping):
-            raise WireError(f"{where}: expected an object")
-        items.append(
-            LineItem(
-                id=ident(item.get("id"), f"{where}.id") or str(index + 1),
-                product_id=ident(item.get("product_id"), f"{where}.product_id"),
-                variant_id=ident(item.get("variant_id"), f"{where}.variant_id"),
-                sku=text(item.get("sku"), f"{where}.sku"),
-                title=text(item.get("title"), f"{where}.title"),
-                variant_title=text(item.get("variant_title"), f"{where}.variant_title"),
-                quantity=integer(item.get("quantity"), f"{where}.quantity"),
-                price=money(item.get("price"), f"{where}.price"),
-                total_discount=money(item.get("total_discount"), f"{where}.total_discount"),
-                total=money(item.get("total"), f"{where}.total"),
-            )
-        )
-    ids = [item.id for item in items]
-    if len(set(ids)) != len(ids):
-        raise WireError(f"{field}.line_items: the same id appears twice")
     nested = obj.get("customer")
     currency = text(obj.get("currency"), f"{field}.currency")
     return Order(
@@ -658,7 +636,7 @@ def parse_order(value: Any, field: str = "order") -> Order:
         customer=parse_customer(nested, f"{field}.customer") if nested else None,
         note=text(obj.get("note"), f"{field}.note"),
         tags=tags(obj.get("tags"), f"{field}.tags"),
-        line_items=tuple(items),
+        line_items=parse_line_items(obj.get("line_items"), f"{field}.line_items"),
         transactions=parse_transactions(obj.get("transactions"), f"{field}.transactions"),
         refunds=parse_refunds(obj.get("refunds"), f"{field}.refunds"),
         fulfillments=parse_fulfillments(obj.get("fulfillments"), f"{field}.fulfillments"),
@@ -761,6 +739,27 @@ def _id_at(item: Mapping[str, Any], key: str, where: str) -> str | None:
 
 def _entry_id(item: Mapping[str, Any], where: str, index: int) -> str:
     return _id_at(item, "id", where) or str(index + 1)
+
+
+def parse_line_items(value: Any, field: str) -> tuple[LineItem, ...]:
+    found = []
+    for index, (where, item) in enumerate(_entries(value, field)):
+        found.append(
+            LineItem(
+                id=_entry_id(item, where, index),
+                product_id=_id_at(item, "product_id", where),
+                variant_id=_id_at(item, "variant_id", where),
+                sku=_text_at(item, "sku", where),
+                title=_text_at(item, "title", where),
+                variant_title=_text_at(item, "variant_title", where),
+                quantity=_quantity_at(item, where),
+                price=_money_at(item, "price", where),
+                total_discount=_money_at(item, "total_discount", where),
+                total=_money_at(item, "total", where),
+            )
+        )
+    _unique([entry.id for entry in found], field)
+    return tuple(found)
 
 
 def parse_transactions(value: Any, field: str) -> tuple[Transaction, ...]:
