@@ -717,38 +717,18 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
     store = batch.store
     rows, addresses = [], []
     for version, customer, is_deleted in winners:
-        rows.append(
+        rows.append(_customer_row(store, version, customer, is_deleted, now))
+        addresses.extend(
             {
                 "store": store,
-                "id": customer.id,
-                "email": customer.email,
-                "first_name": customer.first_name,
-                "last_name": customer.last_name,
-                "phone": customer.phone,
-                "accepts_marketing": customer.accepts_marketing,
-                "orders_count": customer.orders_count,
-                "total_spent": customer.total_spent,
-                "tags": customer.tags,
-                "created_at": customer.created_at,
-                "updated_at": customer.updated_at,
-                "deleted": is_deleted,
-                "raw": dict(customer.raw),
-                "last_event_id": version.event_id,
-                "last_event_at": version.event_at,
-                "synced_at": now,
+                "customer_id": customer.id,
+                "id": saved.id,
+                "position": position,
+                "is_default": saved.is_default,
+                **saved.address.columns(),
             }
+            for position, saved in enumerate(customer.addresses, start=1)
         )
-        for position, saved in enumerate(customer.addresses, start=1):
-            addresses.append(
-                {
-                    "store": store,
-                    "customer_id": customer.id,
-                    "id": saved.id,
-                    "position": position,
-                    "is_default": saved.is_default,
-                    **saved.address.columns(),
-                }
-            )
     # A customer's addresses may name one id twice (ids are optional on the
     # wire and default to the position): the last one is kept. Line items
     # cannot (the wire parser refuses that), nor order addresses (one per kind).
@@ -759,6 +739,30 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
     )
     _write_rows(conn, customers, rows, known)
     _flag_deleted(conn, customers, store, flag_only, known, now)
+
+
+def _customer_row(
+    store: str, version: Version, customer: wire.Customer, is_deleted: bool, now: datetime
+) -> dict[str, Any]:
+    return {
+        "store": store,
+        "id": customer.id,
+        "email": customer.email,
+        "first_name": customer.first_name,
+        "last_name": customer.last_name,
+        "phone": customer.phone,
+        "accepts_marketing": customer.accepts_marketing,
+        "orders_count": customer.orders_count,
+        "total_spent": customer.total_spent,
+        "tags": customer.tags,
+        "created_at": customer.created_at,
+        "updated_at": customer.updated_at,
+        "deleted": is_deleted,
+        "raw": dict(customer.raw),
+        "last_event_id": version.event_id,
+        "last_event_at": version.event_at,
+        "synced_at": now,
+    }
 
 
 def _write_rows(

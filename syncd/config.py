@@ -121,6 +121,35 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not STORE_NAME.match(default_store):
         raise ConfigError("SYNCD_STORE", "use letters, digits, '_', '.' or '-' (at most 64)")
 
+    stores = _stores(env, default_store)
+    return Settings(
+        database_url=env.text("SYNCD_DATABASE_URL") or DEFAULT_DATABASE_URL,
+        stores=stores,
+        default_store=default_store,
+        host=env.text("SYNCD_HOST") or "127.0.0.1",
+        port=env.integer("SYNCD_PORT", 8080, low=0, high=65535),
+        reconcile_interval=env.number("SYNCD_RECONCILE_INTERVAL", 900.0, low=0),
+        reconcile_lookback=env.number("SYNCD_RECONCILE_LOOKBACK", 7200.0, low=0),
+        event_retention=env.number("SYNCD_EVENT_RETENTION", 30 * 86400.0, low=1),
+        max_body_bytes=env.integer("SYNCD_MAX_BODY_BYTES", 1_048_576, low=1),
+        body_timeout=env.number("SYNCD_BODY_TIMEOUT", 10.0, low=0.1),
+        worker_batch_size=env.integer("SYNCD_WORKER_BATCH_SIZE", 500, low=1, high=10_000),
+        max_attempts=env.integer("SYNCD_MAX_ATTEMPTS", 8, low=1, high=1000),
+        verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
+        shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
+        log_level=_log_level(env.text("SYNCD_LOG_LEVEL")),
+        # Outage bounds.
+        reconcile_concurrency=env.integer("SYNCD_RECONCILE_CONCURRENCY", 2, low=1, high=64),
+        commit_timeout=env.number("SYNCD_COMMIT_TIMEOUT", 10.0, low=0.1),
+        header_timeout=env.number("SYNCD_HEADER_TIMEOUT", 10.0, low=0.1),
+        keepalive_timeout=env.integer("SYNCD_KEEPALIVE_TIMEOUT", 5, low=1, high=3600),
+    )
+
+
+def _stores(env: _Env, default_store: str) -> dict[str, StoreConfig]:
+    """The stores of ``SYNCD_CONFIG``'s file, and ``default_store`` made of
+    the per-store variables (unless the file configures it, or only the file
+    is used)."""
     stores: dict[str, StoreConfig] = {}
     config_path = env.text("SYNCD_CONFIG")
     if config_path:
@@ -153,29 +182,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             "SYNCD_TIMEZONE", "no store is configured by variables: set timezone in SYNCD_CONFIG"
         )
-
-    return Settings(
-        database_url=env.text("SYNCD_DATABASE_URL") or DEFAULT_DATABASE_URL,
-        stores=stores,
-        default_store=default_store,
-        host=env.text("SYNCD_HOST") or "127.0.0.1",
-        port=env.integer("SYNCD_PORT", 8080, low=0, high=65535),
-        reconcile_interval=env.number("SYNCD_RECONCILE_INTERVAL", 900.0, low=0),
-        reconcile_lookback=env.number("SYNCD_RECONCILE_LOOKBACK", 7200.0, low=0),
-        event_retention=env.number("SYNCD_EVENT_RETENTION", 30 * 86400.0, low=1),
-        max_body_bytes=env.integer("SYNCD_MAX_BODY_BYTES", 1_048_576, low=1),
-        body_timeout=env.number("SYNCD_BODY_TIMEOUT", 10.0, low=0.1),
-        worker_batch_size=env.integer("SYNCD_WORKER_BATCH_SIZE", 500, low=1, high=10_000),
-        max_attempts=env.integer("SYNCD_MAX_ATTEMPTS", 8, low=1, high=1000),
-        verify_concurrency=env.integer("SYNCD_VERIFY_CONCURRENCY", 16, low=1, high=256),
-        shutdown_grace=env.number("SYNCD_SHUTDOWN_GRACE", 20.0, low=0),
-        log_level=_log_level(env.text("SYNCD_LOG_LEVEL")),
-        # Outage bounds.
-        reconcile_concurrency=env.integer("SYNCD_RECONCILE_CONCURRENCY", 2, low=1, high=64),
-        commit_timeout=env.number("SYNCD_COMMIT_TIMEOUT", 10.0, low=0.1),
-        header_timeout=env.number("SYNCD_HEADER_TIMEOUT", 10.0, low=0.1),
-        keepalive_timeout=env.integer("SYNCD_KEEPALIVE_TIMEOUT", 5, low=1, high=3600),
-    )
+    return stores
 
 
 def _log_level(value: str | None) -> str:
