@@ -715,7 +715,8 @@ def _write_customers(conn: Connection, batch: Batch, now: datetime) -> None:
         conn, customers, batch, batch.customers, batch.deleted_customers
     )
     store = batch.store
-    rows, addresses = [], []
+    rows: list[dict[str, Any]] = []
+    addresses: list[dict[str, Any]] = []
     for version, customer, is_deleted in winners:
         rows.append(_customer_row(store, version, customer, is_deleted, now))
         addresses.extend(
