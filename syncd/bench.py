@@ -224,12 +224,84 @@ def bare_app() -> Any:
     return Starlette(routes=[Route("/webhooks/shoperti", hook, methods=["POST"])])
 
 
-def run_bare(port: int) -> None:
+def minimal_app(url: str) -> Any:
+    """A minimal durable receiver, the bound syncd's receiver is measured
+    against: it parses the body, hands it to one writer thread that commits
+    whatever has queued up in one transaction (COPY into one table on
+    PostgreSQL, one multi-row INSERT elsewhere), and answers 200 once its
+    event is committed. Nothing else: no auth, no validation beyond an id,
+    no metrics, no logging, no ORM."""
+    import queue
+    import threading
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    queued: queue.SimpleQueue[tuple[str, bytes, asyncio.Future[None]]] = queue.SimpleQueue()
+    engine = make_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("DROP TABLE IF EXISTS bench_minimal"))
+        payload_type = "JSONB" if postgres else "TEXT"
+        conn.execute(
+            text(f"CREATE TABLE bench_minimal (id VARCHAR(64) PRIMARY KEY, payload {payload_type})")
+        )
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def write() -> None:
+        raw = engine.raw_connection()
+        while True:
+            batch = [queued.get()]
+            while len(batch) < 1000:
+                try:
+                    batch.append(queued.get_nowait())
+                except queue.Empty:
+                    break
+            cursor = raw.cursor()
+            if postgres:
+                with cursor.copy("COPY bench_minimal (id, payload) FROM STDIN") as copy:
+                    for event_id, body, _ in batch:
+                        copy.write_row((event_id, body.decode()))
+            else:
+                marks = "(?, ?)" if engine.dialect.name == "sqlite" else "(%s, %s)"
+                cursor.executemany(
+                    f"INSERT INTO bench_minimal (id, payload) VALUES {marks}",
+                    [(event_id, body.decode()) for event_id, body, _ in batch],
+                )
+            raw.commit()
+            assert loop is not None
+            for _, _, done in batch:
+                loop.call_soon_threadsafe(done.set_result, None)
+
+    async def hook(request: Request) -> Response:
+        nonlocal loop
+        if loop is None:
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=write, daemon=True).start()
+        body = await request.body()
+        payload = orjson.loads(body)
+        if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+            return JSONResponse({"error": "no id"}, status_code=400)
+        done: asyncio.Future[None] = loop.create_future()
+        queued.put((payload["id"], body, done))
+        await done
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/webhooks/shoperti", hook, methods=["POST"])])
+
+
+def run_bare(port: int, url: str | None = None) -> None:
+    """Serve :func:`bare_app` (or, given a database ``url``, :func:`minimal_app`)
+    on the uvicorn settings ``syncd serve`` uses."""
     import uvicorn
     import uvloop
 
     config = uvicorn.Config(
-        bare_app(),
+        bare_app() if url is None else minimal_app(url),
         host="127.0.0.1",
         port=port,
         log_config=None,
@@ -279,7 +351,33 @@ def reset(url: str) -> None:
         engine.dispose()
 
 
-def bench_acks(url: str, bodies: list[bytes], concurrency: int, rate: float) -> dict[str, Any]:
+@dataclass
+class Acks:
+    """One closed-loop load at one concurrency, and the CPU it cost per event."""
+
+    load: LoadResult
+    cpu_ms: float  # of the receiving process
+    apply_cpu_ms: float = 0.0  # of syncd's apply process
+
+
+def _measure(
+    port: int, path: str, bodies: Sequence[bytes], concurrency: int, pids: set[int], apply: set[int]
+) -> Acks:
+    receiver, applier = cpu_seconds(pids), cpu_seconds(apply)
+    load = asyncio.run(closed_loop(port, path, bodies, concurrency))
+    return Acks(
+        load,
+        (cpu_seconds(pids) - receiver) / len(bodies) * 1e3,
+        (cpu_seconds(apply) - applier) / len(bodies) * 1e3,
+    )
+
+
+def bench_acks(
+    url: str, bodies: list[bytes], concurrencies: Sequence[int], rate: float
+) -> dict[str, Any]:
+    """syncd, the minimal durable receiver and the bare endpoint, each at every
+    concurrency (a fresh share of the events each time), then syncd at a fixed
+    rate."""
     port = free_port()
     env = {
         "SYNCD_DATABASE_URL": url,
@@ -289,37 +387,36 @@ def bench_acks(url: str, bodies: list[bytes], concurrency: int, rate: float) -> 
         "SYNCD_VERIFY": "off",
     }
     path = f"/webhooks/shoperti?token={TOKEN}"
-    results: dict[str, Any] = {}
+    warm, rest = bodies[:200], bodies[200:]
+    share = len(rest) // len(concurrencies)
+    shares = {c: rest[i * share : (i + 1) * share] for i, c in enumerate(concurrencies)}
+    results: dict[str, Any] = {"syncd": {}, "minimal": {}, "bare": {}}
     reset(url)
     with server([sys.executable, "-m", "syncd", "serve"], env, port) as serving:
-        warm = asyncio.run(closed_loop(port, path, bodies[:200], concurrency))
-        assert warm.errors == 0, "warm-up failed"
+        assert asyncio.run(closed_loop(port, path, warm, 32)).errors == 0, "warm-up failed"
         apply_pids = process_tree(serving.pid) - {serving.pid}
-        receiver_cpu, apply_cpu = cpu_seconds({serving.pid}), cpu_seconds(apply_pids)
-        load = asyncio.run(closed_loop(port, path, bodies[200:], concurrency))
+        for c in concurrencies:
+            results["syncd"][c] = _measure(port, path, shares[c], c, {serving.pid}, apply_pids)
         last_ack = time.perf_counter()
         while pending(url):
             time.sleep(0.05)
-        results["acks"] = load
         results["applied_after_last_ack_s"] = time.perf_counter() - last_ack
-        events = len(bodies) - 200
-        results["receiver_cpu_ms"] = (cpu_seconds({serving.pid}) - receiver_cpu) / events * 1e3
-        results["apply_cpu_ms"] = (cpu_seconds(apply_pids) - apply_cpu) / events * 1e3
     reset(url)
     with server([sys.executable, "-m", "syncd", "serve"], env, port):
-        steady = bodies[: max(int(rate * 10), 200)]
+        steady = rest[: max(int(rate * 10), 200)]
         results["fixed_rate"] = asyncio.run(open_loop(port, path, steady, rate))
         last_ack = time.perf_counter()
         while pending(url):
             time.sleep(0.05)
         results["fixed_rate_applied_after_last_ack_s"] = time.perf_counter() - last_ack
-    bare_port = free_port()
-    bare = [sys.executable, "-c", f"from syncd.bench import run_bare; run_bare({bare_port})"]
-    with server(bare, {}, bare_port):
-        asyncio.run(closed_loop(bare_port, "/webhooks/shoperti", bodies[:200], concurrency))
-        results["bare"] = asyncio.run(
-            closed_loop(bare_port, "/webhooks/shoperti", bodies[200:], concurrency)
-        )
+    for name, database in (("minimal", repr(url)), ("bare", "None")):
+        other = free_port()
+        code = f"from syncd.bench import run_bare; run_bare({other}, {database})"
+        with server([sys.executable, "-c", code], {}, other) as baseline:
+            hook = "/webhooks/shoperti"
+            asyncio.run(closed_loop(other, hook, warm, 32))
+            for c in concurrencies:
+                results[name][c] = _measure(other, hook, shares[c], c, {baseline.pid}, set())
     return results
 
 
@@ -568,9 +665,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="database to measure, as SYNCD_DATABASE_URL (default: SQLite in a temporary "
         "directory)",
     )
-    parser.add_argument("--events", type=int, default=10_000, help="events to POST for the acks")
     parser.add_argument(
-        "--concurrency", type=int, default=32, help="requests in flight during the acks"
+        "--events", type=int, default=10_000, help="events to POST per concurrency for the acks"
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="32,128",
+        help="requests in flight during the acks: one run per value, comma-separated",
     )
     parser.add_argument(
         "--rate", type=float, default=300.0, help="events/s of the fixed-rate latency run"
@@ -626,32 +727,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         if not args.skip_acks:
-            bodies = make_events(args.events + 200, args.seed)
-            r = bench_acks(url, bodies, args.concurrency, args.rate)
-            acks, bare, fixed = r["acks"], r["bare"], r["fixed_rate"]
-            print(
-                f"acks      {acks.ok} events, concurrency {args.concurrency}: "
-                f"{acks.rate:,.0f} acks/s, p50 {acks.percentile(50):.1f} ms, "
-                f"p95 {acks.percentile(95):.1f} ms, p99 {acks.percentile(99):.1f} ms, "
-                f"errors {acks.errors}"
-            )
-            print(
-                f"applied   all events applied {r['applied_after_last_ack_s']:.2f} s "
-                f"after the last ack; CPU per event: receiver {r['receiver_cpu_ms']:.2f} ms, "
-                f"apply process {r['apply_cpu_ms']:.2f} ms"
-            )
-            print(
-                f"bare      {bare.rate:,.0f} req/s, p99 {bare.percentile(99):.1f} ms; "
-                f"syncd/bare = {acks.rate / bare.rate:.2f}"
-            )
+            concurrencies = [int(c) for c in args.concurrency.split(",")]
+            bodies = make_events(args.events * len(concurrencies) + 200, args.seed)
+            r = bench_acks(url, bodies, concurrencies, args.rate)
+            print_acks(r, concurrencies)
+            fixed = r["fixed_rate"]
             print(
                 f"fixed     {fixed.ok} events at {args.rate:.0f}/s: p50 "
                 f"{fixed.percentile(50):.1f} ms, p99 {fixed.percentile(99):.1f} ms, errors "
                 f"{fixed.errors}; applied {r['fixed_rate_applied_after_last_ack_s']:.2f} s "
                 "after the last ack"
             )
+            acks = r["syncd"][concurrencies[0]].load
             d = bench_acks_during_backfill(
-                url, bodies[200:], args.concurrency, args.orders, args.seed
+                url, bodies[200 : 200 + args.events], concurrencies[0], args.orders, args.seed
             )
             during = d["acks"]
             print(
@@ -680,6 +769,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.api_latency > 0:
                 print_realistic(args, b, _backfill_child(url, args, *realistic_flags(args)))
     return 0
+
+
+def print_acks(r: dict[str, Any], concurrencies: Sequence[int]) -> None:
+    for c in concurrencies:
+        ours, minimal, bare = r["syncd"][c], r["minimal"][c], r["bare"][c]
+        load = ours.load
+        print(
+            f"acks      {load.ok} events, concurrency {c}: {load.rate:,.0f} acks/s, "
+            f"p50 {load.percentile(50):.1f} ms, p95 {load.percentile(95):.1f} ms, "
+            f"p99 {load.percentile(99):.1f} ms, errors {load.errors}; CPU per event: "
+            f"receiver {ours.cpu_ms:.3f} ms, apply process {ours.apply_cpu_ms:.3f} ms"
+        )
+        print(
+            f"minimal   durable receiver, concurrency {c}: {minimal.load.rate:,.0f} acks/s, "
+            f"p99 {minimal.load.percentile(99):.1f} ms, CPU {minimal.cpu_ms:.3f} ms/event; "
+            f"syncd/minimal = {load.rate / minimal.load.rate:.2f} (target >= 1)"
+        )
+        print(
+            f"bare      concurrency {c}: {bare.load.rate:,.0f} req/s, CPU "
+            f"{bare.cpu_ms:.3f} ms/request; syncd/bare = {load.rate / bare.load.rate:.2f}; "
+            f"receiver CPU / bare CPU = {ours.cpu_ms / bare.cpu_ms:.2f} (target <= 2.5)"
+        )
+    print(f"applied   all events applied {r['applied_after_last_ack_s']:.2f} s after the last ack")
 
 
 def realistic_flags(args: argparse.Namespace) -> list[str]:
