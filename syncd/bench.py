@@ -51,7 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import Column, MetaData, String, Table
 
+from syncd.db import dialect
 from syncd.db.engine import make_engine, upgrade
 
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a local benchmark
@@ -228,7 +230,7 @@ def minimal_app(url: str) -> Any:
     """A minimal durable receiver, the bound syncd's receiver is measured
     against: it parses the body, hands it to one writer thread that commits
     whatever has queued up in one transaction (COPY into one table on
-    PostgreSQL, one multi-row INSERT elsewhere), and answers 200 once its
+    PostgreSQL, one executemany INSERT elsewhere), and answers 200 once its
     event is committed. Nothing else: no auth, no validation beyond an id,
     no metrics, no logging, no ORM."""
     import queue
@@ -239,43 +241,33 @@ def minimal_app(url: str) -> Any:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    queued: queue.SimpleQueue[tuple[str, bytes, asyncio.Future[None]]] = queue.SimpleQueue()
+    queued: queue.SimpleQueue[tuple[str, Any, asyncio.Future[None]]] = queue.SimpleQueue()
     engine = make_engine(url)
-    postgres = engine.dialect.name == "postgresql"
-    with engine.begin() as conn:
-        from sqlalchemy import text
-
-        conn.execute(text("DROP TABLE IF EXISTS bench_minimal"))
-        payload_type = "JSONB" if postgres else "TEXT"
-        conn.execute(
-            text(f"CREATE TABLE bench_minimal (id VARCHAR(64) PRIMARY KEY, payload {payload_type})")
-        )
+    table = Table(
+        "bench_minimal",
+        MetaData(),
+        Column("id", String(64), primary_key=True),
+        Column("payload", dialect.json_type()),
+    )
+    table.drop(engine, checkfirst=True)
+    table.create(engine)
     loop: asyncio.AbstractEventLoop | None = None
 
     def write() -> None:
-        raw = engine.raw_connection()
-        while True:
-            batch = [queued.get()]
-            while len(batch) < 1000:
-                try:
-                    batch.append(queued.get_nowait())
-                except queue.Empty:
-                    break
-            cursor = raw.cursor()
-            if postgres:
-                with cursor.copy("COPY bench_minimal (id, payload) FROM STDIN") as copy:
-                    for event_id, body, _ in batch:
-                        copy.write_row((event_id, body.decode()))
-            else:
-                marks = "(?, ?)" if engine.dialect.name == "sqlite" else "(%s, %s)"
-                cursor.executemany(
-                    f"INSERT INTO bench_minimal (id, payload) VALUES {marks}",
-                    [(event_id, body.decode()) for event_id, body, _ in batch],
-                )
-            raw.commit()
-            assert loop is not None
-            for _, _, done in batch:
-                loop.call_soon_threadsafe(done.set_result, None)
+        with engine.connect() as conn:
+            while True:
+                batch = [queued.get()]
+                while len(batch) < 1000:
+                    try:
+                        batch.append(queued.get_nowait())
+                    except queue.Empty:
+                        break
+                rows = [{"id": event_id, "payload": payload} for event_id, payload, _ in batch]
+                dialect.insert_rows(conn, table, rows)  # COPY on PostgreSQL
+                conn.commit()
+                assert loop is not None
+                for _, _, done in batch:
+                    loop.call_soon_threadsafe(done.set_result, None)
 
     async def hook(request: Request) -> Response:
         nonlocal loop
@@ -287,7 +279,7 @@ def minimal_app(url: str) -> Any:
         if not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
             return JSONResponse({"error": "no id"}, status_code=400)
         done: asyncio.Future[None] = loop.create_future()
-        queued.put((payload["id"], body, done))
+        queued.put((payload["id"], payload, done))
         await done
         return JSONResponse({"status": "ok"})
 
@@ -417,6 +409,10 @@ def bench_acks(
             asyncio.run(closed_loop(other, hook, warm, 32))
             for c in concurrencies:
                 results[name][c] = _measure(other, hook, shares[c], c, {baseline.pid}, set())
+    engine = make_engine(url)
+    with engine.begin() as conn:  # the minimal receiver's table is not syncd's
+        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_minimal")
+    engine.dispose()
     return results
 
 

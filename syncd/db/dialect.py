@@ -70,6 +70,15 @@ def database_url(raw: str, variable: str = "SYNCD_DATABASE_URL") -> URL:
     return url
 
 
+def database_file(url: URL) -> str | None:
+    """The file a SQLite database lives in; None for a server's database or
+    SQLite in memory."""
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return database
+
+
 def engine_options(
     url: URL, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 30.0
 ) -> dict[str, Any]:

@@ -82,9 +82,8 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def check_schema_at_head(engine: Engine) -> None:
-    database = engine.url.database
-    on_file = engine.dialect.name == "sqlite" and database and database != ":memory:"
-    if on_file and database and not Path(database).exists():
+    database = dialect.database_file(engine.url)
+    if database is not None and not Path(database).exists():
         # Connecting would create an empty file; say what to run instead.
         raise SchemaNotAtHead(None, head_revision(), missing_file=database)
     current, head = current_revision(engine), head_revision()
