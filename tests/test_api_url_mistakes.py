@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli import syncd
 
 from syncd.db.engine import upgrade
 from syncd.simulator import SimulatedStore
+from tests.test_cli import syncd
 
 API_KEY = "sk_url_mistake_test"
 

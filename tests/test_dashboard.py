@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, wait_for
 
 from syncd.db.engine import upgrade
 from syncd.simulator import Faults, SimulatedStore
+from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "syncd-dashboard.json"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from test_cli import syncd
 
 from syncd.db.engine import head_revision, migrations_dir, upgrade
+from tests.test_cli import syncd
 
 
 def _revisions() -> list[str]:

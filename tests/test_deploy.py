@@ -33,13 +33,13 @@ import pymysql
 import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
-from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import Settings, load_settings
 from syncd.connections import connection_cap
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event, metadata
+from tests.support import free_port, serving, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

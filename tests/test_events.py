@@ -18,8 +18,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, select
-from support import serving, wait_for
-from test_ops import API_KEY, EMAIL_A, StubApi, captured_logs, order_event, settings_for
 
 from syncd import inbox
 from syncd.app import create_app
@@ -27,6 +25,8 @@ from syncd.cli import main
 from syncd.db.models import Event, Order
 from syncd.ops import status
 from syncd.shoperti import wire
+from tests.support import serving, wait_for
+from tests.test_ops import API_KEY, EMAIL_A, StubApi, captured_logs, order_event, settings_for
 
 __all__ = ["captured_logs"]  # the fixture, shared with test_ops
 

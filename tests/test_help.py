@@ -11,9 +11,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from test_cli import syncd
 
 from syncd.simulator.cli import build_parser
+from tests.test_cli import syncd
 
 
 def _help(*args: str, tmp_path: Path) -> str:

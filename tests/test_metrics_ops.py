@@ -9,13 +9,13 @@ from importlib import metadata
 from typing import Any
 
 import pytest
-from support import serving
-from test_events import put
-from test_ops import API_KEY, order_event, sample, scrape, settings_for
 
 from syncd import inbox
 from syncd.app import create_app
 from syncd.state import LAST_RUN, write_state
+from tests.support import serving
+from tests.test_events import put
+from tests.test_ops import API_KEY, order_event, sample, scrape, settings_for
 
 
 def test_build_info_oldest_pending_age_and_last_reconcile_success(db: Any) -> None:

@@ -29,7 +29,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from support import serving, wait_for
 
 from syncd import inbox
 from syncd.app import create_app
@@ -40,6 +39,7 @@ from syncd.errors import DatabaseUnavailable
 from syncd.ops import logs, request_id, status
 from syncd.shoperti import wire
 from syncd.state import EVENTS_CURSOR, LAST_RUN, write_state
+from tests.support import serving, wait_for
 
 EMAIL_A = "ana.lopez.ops@example.mx"
 EMAIL_B = "beto.ruiz.ops@correo.example.com"

@@ -27,10 +27,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import SyncdServe, TcpProxy, event_ids, syncd_env
 from sqlalchemy import select
-from support import free_port, wait_for
-from test_ops import order_event
 
 from syncd.config import load_settings
 from syncd.connections import connection_cap, log_out_of_descriptors
@@ -38,6 +35,9 @@ from syncd.db.models import SyncState
 from syncd.errors import ConfigError
 from syncd.simulator import SimulatedStore
 from syncd.state import LAST_RUN
+from tests.faults_support import SyncdServe, TcpProxy, event_ids, syncd_env
+from tests.support import free_port, wait_for
+from tests.test_ops import order_event
 
 pytestmark = pytest.mark.slow
 

@@ -27,13 +27,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from support import serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import metadata
 from syncd.worker import apply_pending
+from tests.support import serving, wait_for
 
 KINDS = ("sqlite", "postgresql", "mariadb")
 EVENTS = metadata.tables["events"]

@@ -28,16 +28,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import (
-    SyncdServe,
-    TcpProxy,
-    event_counts,
-    event_ids,
-    settled,
-    syncd_env,
-)
 from sqlalchemy import Engine, select
-from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
@@ -47,6 +38,15 @@ from syncd.reconcile import RunReport, exclusive, reconcile_store
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
 from syncd.state import EVENTS_CURSOR, read_state
+from tests.faults_support import (
+    SyncdServe,
+    TcpProxy,
+    event_counts,
+    event_ids,
+    settled,
+    syncd_env,
+)
+from tests.support import free_port, serving, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, insert, update
-from test_apply import (
+
+from syncd.config import Secret, StoreConfig
+from syncd.db.models import Event, metadata
+from syncd.replay import replay_store
+from syncd.shoperti import wire
+from syncd.worker import Verified, VerifyLater, record_verdicts
+from tests.test_apply import (
     REFUSED_SKU,
     STORE,
     apply_all,
@@ -29,12 +35,6 @@ from test_apply import (
     snapshot,
     sparse_delete,
 )
-
-from syncd.config import Secret, StoreConfig
-from syncd.db.models import Event, metadata
-from syncd.replay import replay_store
-from syncd.shoperti import wire
-from syncd.worker import Verified, VerifyLater, record_verdicts
 
 T = metadata.tables
 

@@ -27,7 +27,18 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from faults_support import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, func, select
+
+from syncd.app import create_app
+from syncd.config import load_settings
+from syncd.db.models import SyncState, metadata
+from syncd.reconcile import reconcile_store
+from syncd.shoperti import wire
+from syncd.shoperti.client import ShopertiClient
+from syncd.simulator import Faults, SimulatedStore
+from tests.faults_support import (
     EVENTS,
     event_counts,
     event_ids,
@@ -37,18 +48,7 @@ from faults_support import (
     syncd_env,
     syncd_serving,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select
-from support import free_port, serving, wait_for
-
-from syncd.app import create_app
-from syncd.config import load_settings
-from syncd.db.models import SyncState, metadata
-from syncd.reconcile import reconcile_store
-from syncd.shoperti import wire
-from syncd.shoperti.client import ShopertiClient
-from syncd.simulator import Faults, SimulatedStore
+from tests.support import free_port, serving, wait_for
 
 KEY = "sk_live_security_Q7vX2mN9pL4k"
 SECRET = "whsec_security_R3tY8uI1oP6a"

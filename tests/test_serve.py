@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from support import free_port
-from test_ops import EMAIL_A, order_event
 
 from syncd.db.models import Event, Order, OrderLineItem, OrderStatusHistory
 from syncd.shoperti import wire
+from tests.support import free_port
+from tests.test_ops import EMAIL_A, order_event
 
 SECRET = "whsec_serve_93a1c7e5"
 THREADS = 6

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
-from test_cli import syncd
+
+from tests.support import wait_for
+from tests.test_cli import syncd
 
 
 def _env(db: Any, **more: str) -> dict[str, str]:
@@ -83,7 +84,7 @@ def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> No
 def test_refused_webhooks_are_logged_with_their_reason(
     sqlite_db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from test_receiver import daemon
+    from tests.test_receiver import daemon
 
     caplog.set_level(logging.WARNING, logger="syncd.receiver")
     with daemon(sqlite_db.url, sqlite_db.engine, run_worker=False) as client:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from test_cli import syncd
 
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Order
 from syncd.simulator import SimulatedStore
+from tests.test_cli import syncd
 
 API_KEY = "sk_selection_test"
 

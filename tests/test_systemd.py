@@ -60,9 +60,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, wait_for
 
 from syncd.simulator import SimulatedStore
+from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "syncd.service"

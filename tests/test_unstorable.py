@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from test_apply import STORE, order_row
-from test_receiver import assert_error, daemon, order_event
 
 from syncd.config import load_settings
 from syncd.db.models import Event
@@ -20,6 +18,8 @@ from syncd.reconcile import reconcile_store, sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.state import write_state
+from tests.test_apply import STORE, order_row
+from tests.test_receiver import assert_error, daemon, order_event
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_unstorable"

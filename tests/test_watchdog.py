@@ -26,13 +26,13 @@ from typing import Any
 
 import httpx
 import pytest
-from support import free_port, serving, wait_for
-from test_ops import captured_logs, settings_for
-from test_serve import notify_socket
 
 from syncd.app import create_app
 from syncd.db.engine import upgrade
 from syncd.ops import watchdog
+from tests.support import free_port, serving, wait_for
+from tests.test_ops import captured_logs, settings_for
+from tests.test_serve import notify_socket
 
 __all__ = ["captured_logs", "notify_socket"]  # fixtures shared with other tests
 INTERVAL_USEC = 200_000  # pings every 0.1 s
