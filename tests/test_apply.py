@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,22 @@ from syncd.inbox import claim, ingest, utcnow
 from syncd.shoperti import wire
 from syncd.vocabulary import EventSource
 from syncd.worker import Report, add_and_apply, apply_pending
+from tests.factories import (
+    BASE,
+    MEXICO_CITY,
+    SECRET_BITS,
+    address,
+    customer_data,
+    customer_event,
+    envelope,
+    line_item,
+    order_data,
+    order_event,
+    private_order,
+    sparse_delete,
+    utc,
+    utc_at,
+)
 
 STORE = StoreConfig("default")
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
@@ -55,8 +71,6 @@ NORMALIZED = (
     "order_discount_codes",
 )
 D = Decimal
-MEXICO_CITY = timezone(timedelta(hours=-6))
-BASE = datetime(2026, 11, 27, 18, 0, tzinfo=MEXICO_CITY)
 
 
 # --- delivering, applying, reading back ------------------------------------------------
@@ -118,11 +132,6 @@ def customer_row(engine: Engine, customer_id: str = "cus_1") -> dict[str, Any]:
     return row
 
 
-def utc(moment: str) -> datetime:
-    """A UTC instant written without its offset, e.g. ``utc("2026-11-28T00:04:05")``."""
-    return datetime.fromisoformat(moment).replace(tzinfo=UTC)
-
-
 def assert_all_times_utc(tables: Mapping[str, list[dict[str, Any]]]) -> None:
     for name, table_rows in tables.items():
         for row in table_rows:
@@ -130,139 +139,6 @@ def assert_all_times_utc(tables: Mapping[str, list[dict[str, Any]]]) -> None:
                 # The *_local columns hold the store's wall-clock time, no zone.
                 if isinstance(value, datetime) and not column.endswith("_local"):
                     assert value.utcoffset() == timedelta(0), (name, column, value)
-
-
-# --- factories ---------------------------------------------------------------------------
-
-
-def at(minute: float) -> str:
-    """A wire timestamp ``minute`` minutes after 18:00 in Mexico City (-06:00)."""
-    return (BASE + timedelta(minutes=minute)).isoformat()
-
-
-def utc_at(minute: float) -> datetime:
-    return (BASE + timedelta(minutes=minute)).astimezone(UTC)
-
-
-def address(first_name: str = "Ana", **changes: Any) -> dict[str, Any]:
-    return {
-        "first_name": first_name,
-        "last_name": "García",
-        "company": None,
-        "address1": "Av. Insurgentes Sur 1602",
-        "address2": None,
-        "city": "Ciudad de México",
-        "province": "CDMX",
-        "zip": "03940",
-        "country_code": "MX",
-        "phone": None,
-        **changes,
-    }
-
-
-def line_item(item_id: str, *, quantity: int = 1, price: str = "100.00", **changes: Any) -> dict:
-    total = str(D(price) * quantity)
-    return {
-        "id": item_id,
-        "product_id": f"prod_{item_id}",
-        "variant_id": None,
-        "sku": f"SKU-{item_id}",
-        "title": f"Producto {item_id}",
-        "variant_title": None,
-        "quantity": quantity,
-        "price": price,
-        "total_discount": "0.00",
-        "total": total,
-        **changes,
-    }
-
-
-def customer_data(customer_id: str = "cus_1", *, updated_at: float = 0, **changes: Any) -> dict:
-    return {
-        "id": customer_id,
-        "email": f"{customer_id}@example.com",
-        "first_name": "Ana",
-        "last_name": "García",
-        "phone": None,
-        "accepts_marketing": True,
-        "orders_count": 1,
-        "total_spent": "116.00",
-        "tags": [],
-        "addresses": [{"id": "adr_1", "default": True, **address()}],
-        "created_at": at(-60),
-        "updated_at": at(updated_at),
-        **changes,
-    }
-
-
-def order_data(order_id: str = "ord_1", *, updated_at: float = 0, **changes: Any) -> dict:
-    return {
-        "id": order_id,
-        "number": 1001,
-        "status": "open",
-        "financial_status": "pending",
-        "fulfillment_status": "unfulfilled",
-        "currency": "MXN",
-        "subtotal": "100.00",
-        "total_discounts": "0.00",
-        "total_tax": "16.00",
-        "total_shipping": "0.00",
-        "total": "116.00",
-        "email": "ana@example.com",
-        "customer": None,
-        "note": None,
-        "tags": [],
-        "line_items": [line_item("li_1")],
-        "shipping_address": address(),
-        "billing_address": None,
-        "created_at": at(0),
-        "updated_at": at(updated_at),
-        "cancelled_at": None,
-        "closed_at": None,
-        **changes,
-    }
-
-
-def envelope(event_id: str, event_type: str, created_at: float, data: dict) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": event_type,
-        "created_at": at(created_at),
-        "data": data,
-    }
-
-
-def order_event(
-    event_id: str,
-    *,
-    order_id: str = "ord_1",
-    updated_at: float = 0,
-    created_at: float | None = None,
-    type: str = "order.updated",
-    **changes: Any,
-) -> dict[str, Any]:
-    """An order event; its ``created_at`` defaults to the order's ``updated_at``."""
-    when = updated_at if created_at is None else created_at
-    return envelope(event_id, type, when, order_data(order_id, updated_at=updated_at, **changes))
-
-
-def customer_event(
-    event_id: str,
-    *,
-    customer_id: str = "cus_1",
-    updated_at: float = 0,
-    created_at: float | None = None,
-    type: str = "customer.updated",
-    **changes: Any,
-) -> dict[str, Any]:
-    when = updated_at if created_at is None else created_at
-    data = customer_data(customer_id, updated_at=updated_at, **changes)
-    return envelope(event_id, type, when, data)
-
-
-def sparse_delete(event_id: str, resource: str, resource_id: str, created_at: float = 0) -> dict:
-    return envelope(event_id, f"{resource}.deleted", created_at, {"id": resource_id})
 
 
 # --- 1. one test per fixture ----------------------------------------------------------------
@@ -1436,35 +1312,6 @@ def test_nul_scrubbing_changes_only_nul_characters() -> None:
     assert wire.scrub_nul(walked) == {"big": 2**70, "deep": [{"k\ufffd": "v\ufffd"}]}
     assert wire.scrub_nul(["\u0000", "x"]) == ["\ufffd", "x"]
     assert wire.scrub_nul("a\u0000") == "a\ufffd"
-
-
-SECRET_BITS = (
-    "Ximena",
-    "Quetzal",
-    "ximena.quetzal@example.com",
-    "+52 55 9999 0000",
-    "Calle Oculta",
-)
-
-
-def private_order(event_id: str, **changes: Any) -> dict[str, Any]:
-    """An order full of personal data that an error message must not echo."""
-    buyer = customer_data(
-        "cus_9",
-        first_name="Ximena",
-        last_name="Quetzal",
-        email="ximena.quetzal@example.com",
-        phone="+52 55 9999 0000",
-    )
-    event = order_event(
-        event_id,
-        order_id=f"ord_{event_id}",
-        email="ximena.quetzal@example.com",
-        customer=buyer,
-        shipping_address=address("Ximena", address1="Calle Oculta 7"),
-    )
-    event["data"].update(changes)
-    return event
 
 
 MALFORMED = {

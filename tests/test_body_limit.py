@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from syncd.receiver import DRAIN_FACTOR
-from tests.test_receiver import daemon, order_event, stored
+from tests.factories import order_event
+from tests.test_receiver import daemon, stored
 
 MB = 1_000_000
 DEFAULT_LIMIT = 1_048_576

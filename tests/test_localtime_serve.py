@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from syncd.config import StoreConfig
+from tests.factories import placed
 from tests.support import free_port
 from tests.test_apply import apply_all, deliver, rows
-from tests.test_order_lists import placed
 
 
 def test_a_restart_with_another_zone_recomputes_the_local_columns(db: Any, tmp_path: Path) -> None:

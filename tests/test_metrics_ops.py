@@ -13,9 +13,10 @@ import pytest
 from syncd import inbox
 from syncd.app import create_app
 from syncd.state import LAST_RUN, write_state
+from tests.factories import posted_order
 from tests.support import serving
 from tests.test_events import put
-from tests.test_ops import API_KEY, order_event, sample, scrape, settings_for
+from tests.test_ops import API_KEY, sample, scrape, settings_for
 
 
 def test_build_info_oldest_pending_age_and_last_reconcile_success(db: Any) -> None:
@@ -34,9 +35,9 @@ def test_build_info_oldest_pending_age_and_last_reconcile_success(db: Any) -> No
         assert "syncd_reconcile_last_success_timestamp_seconds{" not in text  # none yet
         assert sample(empty, "syncd_reconcile_interval_seconds", store="default") == 600
 
-        put(db.engine, order_event("evt_old", "o1"), state="pending", minutes_ago=7)
-        put(db.engine, order_event("evt_new", "o2"), state="pending", minutes_ago=1)
-        put(db.engine, order_event("evt_done", "o3"), state="applied", minutes_ago=60)
+        put(db.engine, posted_order("evt_old", "o1"), state="pending", minutes_ago=7)
+        put(db.engine, posted_order("evt_new", "o2"), state="pending", minutes_ago=1)
+        put(db.engine, posted_order("evt_done", "o3"), state="applied", minutes_ago=60)
         succeeded = inbox.utcnow() - timedelta(minutes=20)
         write_state(
             db.engine,

@@ -33,33 +33,12 @@ from syncd.config import load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import metadata
 from syncd.worker import apply_pending
+from tests.factories import order_event
 from tests.support import serving, wait_for
 
 KINDS = ("sqlite", "postgresql", "mariadb")
 EVENTS = metadata.tables["events"]
 TOKEN = "whsec_9fQ2xL7pTz"
-
-
-def order_event(event_id: str, order_id: str = "ord_1", **changes: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": "order.paid",
-        "created_at": "2026-11-27T18:04:05-06:00",
-        "data": {
-            "id": order_id,
-            "number": 1001,
-            "status": "open",
-            "financial_status": "paid",
-            "currency": "MXN",
-            "total": "116.00",
-            "email": "ana@example.com",
-            "customer": None,
-            "line_items": [{"id": "li_1", "quantity": 1, "price": "100.00", "total": "100.00"}],
-            "updated_at": "2026-11-27T18:04:05-06:00",
-            **changes,
-        },
-    }
 
 
 def body(payload: Any) -> bytes:
@@ -99,7 +78,7 @@ def assert_error(response: httpx.Response, status: int) -> str:
 
 
 def test_an_event_is_committed_before_the_200(db: Any) -> None:
-    event = order_event("evt_1")
+    event = order_event("evt_1", type="order.paid")
     with daemon(db.url, db.engine, run_worker=False) as client:
         response = client.post("/webhooks/shoperti", content=body(event))
         assert response.status_code == 200

@@ -30,8 +30,8 @@ from sqlalchemy import select
 
 from syncd.db.models import Event, Order, OrderLineItem, OrderStatusHistory
 from syncd.shoperti import wire
+from tests.factories import EMAIL_A, posted_order
 from tests.support import free_port
-from tests.test_ops import EMAIL_A, order_event
 
 SECRET = "whsec_serve_93a1c7e5"
 THREADS = 6
@@ -80,7 +80,7 @@ def burst() -> list[list[dict[str, Any]]]:
     plans: list[list[dict[str, Any]]] = [[] for _ in range(THREADS)]
     for seq in range(THREADS * EVENTS_PER_THREAD):
         updated = (base + timedelta(seconds=seq)).isoformat() + "-06:00"
-        event = order_event(
+        event = posted_order(
             f"evt_serve_{seq:04d}",
             f"ord_{seq % ORDERS:03d}",
             updated_at=updated,
@@ -119,7 +119,7 @@ def test_sigterm_mid_burst_exits_0_with_every_acknowledged_event_committed(
         # Refused deliveries log a warning each; it must carry the request id.
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             wrong = [
-                client.post("/webhooks/shoperti?token=wrong", json=order_event(f"evt_w{n}", "o"))
+                client.post("/webhooks/shoperti?token=wrong", json=posted_order(f"evt_w{n}", "o"))
                 for n in range(3)
             ]
         assert [answer.status_code for answer in wrong] == [401] * 3
@@ -279,7 +279,7 @@ def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
                     assert time.monotonic() < deadline and process.poll() is None
                     time.sleep(0.05)
             for n in range(20):
-                event = order_event(f"evt_child_{n}", f"ord_{n % 4}", items=1 + n % 3)
+                event = posted_order(f"evt_child_{n}", f"ord_{n % 4}", items=1 + n % 3)
                 answer = client.post(f"/webhooks/shoperti?token={SECRET}", json=event)
                 assert answer.status_code == 200
             deadline = time.monotonic() + 30

@@ -18,8 +18,9 @@ from syncd.reconcile import reconcile_store, sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.state import write_state
+from tests.factories import order_event
 from tests.test_apply import STORE, order_row
-from tests.test_receiver import assert_error, daemon, order_event
+from tests.test_receiver import assert_error, daemon
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_unstorable"

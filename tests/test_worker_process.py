@@ -21,7 +21,8 @@ from syncd.config import load_settings
 from syncd.db.models import Event
 from syncd.worker import apply_pending
 from syncd.worker_process import ApplyProcess
-from tests.test_apply import STORE, deliver, order_event, snapshot
+from tests.factories import order_event
+from tests.test_apply import STORE, deliver, snapshot
 
 
 def statuses(db: Any) -> dict[str, str]:
