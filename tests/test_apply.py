@@ -16,8 +16,7 @@ and MariaDB alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,17 +25,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, text
 from sqlalchemy import event as sa_event
+from sqlalchemy import func, select, text
 
 from syncd import apply
 from syncd.config import StoreConfig
 from syncd.db import dialect
 from syncd.db.models import metadata
-from syncd.inbox import claim, ingest, utcnow
+from syncd.inbox import claim, utcnow
 from syncd.shoperti import wire
-from syncd.vocabulary import EventSource
-from syncd.worker import Report, add_and_apply, apply_pending
+from syncd.worker import add_and_apply, apply_pending
 from tests.factories import (
     BASE,
     MEXICO_CITY,
@@ -53,92 +51,27 @@ from tests.factories import (
     utc,
     utc_at,
 )
-
-STORE = StoreConfig("default")
-FIXTURES = Path(__file__).parent / "fixtures" / "events"
-NORMALIZED = (
-    "orders",
-    "order_line_items",
-    "order_addresses",
-    "customers",
-    "customer_addresses",
-    "order_status_history",
-    "order_transactions",
-    "order_refunds",
-    "order_refund_line_items",
-    "order_fulfillments",
-    "order_fulfillment_line_items",
-    "order_discount_codes",
+from tests.support import (
+    DELIVERIES,
+    NORMALIZED,
+    REFUSAL_NAMES,
+    REFUSALS,
+    REFUSED_SKU,
+    STORE,
+    apply_all,
+    apply_as,
+    assert_all_times_utc,
+    customer_row,
+    database_refusing,
+    deliver,
+    event_status,
+    order_row,
+    rows,
+    snapshot,
 )
+
+FIXTURES = Path(__file__).parent / "fixtures" / "events"
 D = Decimal
-
-
-# --- delivering, applying, reading back ------------------------------------------------
-
-
-def deliver(engine: Engine, *payloads: Mapping[str, Any], store: str = STORE.name) -> None:
-    """Put events into the inbox, as the receiver does."""
-    ingest(engine, store, payloads, source=EventSource.WEBHOOK, verified=False)
-
-
-def apply_all(
-    engine: Engine, store: StoreConfig = STORE, *, limit: int = 200, max_attempts: int = 3
-) -> Report:
-    """Run the worker's apply step until it finds nothing ready; sums the reports."""
-    total = Report()
-    while True:
-        report = apply_pending(engine, store, limit=limit, max_attempts=max_attempts)
-        if report.claimed == 0:
-            return total
-        for name in ("applied", "ignored", "failed", "retried"):
-            setattr(total, name, getattr(total, name) + getattr(report, name))
-
-
-def rows(engine: Engine, name: str, *, store: str | None = None) -> list[dict[str, Any]]:
-    """All rows of a table (but ``synced_at``), sorted by key in Python so the
-    order is the same whatever the database's collation."""
-    table = metadata.tables[name]
-    query = select(table)
-    if store is not None:
-        query = query.where(table.c.store == store)
-    with engine.connect() as conn:
-        found = [dict(row._mapping) for row in conn.execute(query)]
-    for row in found:
-        row.pop("synced_at", None)
-    key = [column.name for column in table.primary_key.columns]
-    return sorted(found, key=lambda row: tuple(str(row[name]) for name in key))
-
-
-def snapshot(engine: Engine, *, store: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    return {name: rows(engine, name, store=store) for name in NORMALIZED}
-
-
-def event_status(engine: Engine, event_id: str) -> tuple[str, str | None]:
-    events = metadata.tables["events"]
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(events.c.status, events.c.last_error).where(events.c.id == event_id)
-        ).one()
-    return row.status, row.last_error
-
-
-def order_row(engine: Engine, order_id: str = "ord_1") -> dict[str, Any]:
-    [row] = [row for row in rows(engine, "orders") if row["id"] == order_id]
-    return row
-
-
-def customer_row(engine: Engine, customer_id: str = "cus_1") -> dict[str, Any]:
-    [row] = [row for row in rows(engine, "customers") if row["id"] == customer_id]
-    return row
-
-
-def assert_all_times_utc(tables: Mapping[str, list[dict[str, Any]]]) -> None:
-    for name, table_rows in tables.items():
-        for row in table_rows:
-            for column, value in row.items():
-                # The *_local columns hold the store's wall-clock time, no zone.
-                if isinstance(value, datetime) and not column.endswith("_local"):
-                    assert value.utcoffset() == timedelta(0), (name, column, value)
 
 
 # --- 1. one test per fixture ----------------------------------------------------------------
@@ -995,24 +928,6 @@ def test_unknown_fields_are_kept_in_raw_and_payload(db: Any) -> None:
 
 # --- 2. the rules of docs/apply-rules.md ----------------------------------------------------------
 
-DELIVERIES = ("in order", "reversed", "one batch", "one fetched page")
-
-
-def apply_as(engine: Engine, events: Sequence[Mapping[str, Any]], delivery: str) -> None:
-    """Apply ``events`` one by one in the given order, in reverse, all in one
-    batch, or as a page read from the API (stored and applied at once)."""
-    if delivery == "one batch":
-        deliver(engine, *events)
-        apply_all(engine)
-        return
-    if delivery == "one fetched page":
-        # Shoperti's events, stored and applied at once (snapshots: test_version_order).
-        add_and_apply(engine, STORE, events, source="reconcile", snapshot=False)
-        return
-    for event in events if delivery == "in order" else reversed(events):
-        deliver(engine, event)
-        apply_all(engine)
-
 
 @pytest.mark.parametrize("delivery", DELIVERIES)
 def test_newer_updated_at_wins_over_later_event(db: Any, delivery: str) -> None:
@@ -1409,86 +1324,6 @@ def test_a_failed_event_is_not_tried_again(db: Any) -> None:
     assert apply_all(db.engine).claimed == 0
     events = rows(db.engine, "events")
     assert [(e["status"], e["attempts"]) for e in events] == [("failed", 1)]
-
-
-REFUSED_SKU = "BOOM"
-REFUSALS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
-    # A trigger makes a line item with sku BOOM break the NOT NULL of its position.
-    "not null": {
-        "sqlite": (
-            [
-                "CREATE TRIGGER syncd_test_refuse AFTER INSERT ON order_line_items "
-                f"WHEN NEW.sku = '{REFUSED_SKU}' BEGIN UPDATE order_line_items SET position = NULL "
-                "WHERE store = NEW.store AND order_id = NEW.order_id AND id = NEW.id; END"
-            ],
-            ["DROP TRIGGER syncd_test_refuse"],
-        ),
-        "postgresql": (
-            [
-                "CREATE FUNCTION syncd_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF NEW.sku = '{REFUSED_SKU}' THEN NEW.position := NULL; END IF; "
-                "RETURN NEW; END $$",
-                "CREATE TRIGGER syncd_test_refuse BEFORE INSERT ON order_line_items "
-                "FOR EACH ROW EXECUTE FUNCTION syncd_test_refuse()",
-            ],
-            [
-                "DROP TRIGGER syncd_test_refuse ON order_line_items",
-                "DROP FUNCTION syncd_test_refuse()",
-            ],
-        ),
-        "mariadb": (
-            [
-                "CREATE TRIGGER syncd_test_refuse BEFORE INSERT ON order_line_items FOR EACH ROW "
-                f"BEGIN IF NEW.sku = '{REFUSED_SKU}' THEN SET NEW.position = NULL; END IF; END"
-            ],
-            ["DROP TRIGGER syncd_test_refuse"],
-        ),
-    },
-    # A CHECK constraint refuses sku BOOM (SQLite cannot add one to a table: a
-    # trigger raises the same error there).
-    "check": {
-        "sqlite": (
-            [
-                "CREATE TRIGGER syncd_test_refuse BEFORE INSERT ON order_line_items "
-                f"WHEN NEW.sku = '{REFUSED_SKU}' "
-                "BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: syncd_test_refuse'); END"
-            ],
-            ["DROP TRIGGER syncd_test_refuse"],
-        ),
-        "postgresql": (
-            [
-                "ALTER TABLE order_line_items ADD CONSTRAINT syncd_test_refuse "
-                f"CHECK (sku <> '{REFUSED_SKU}') NOT VALID"
-            ],
-            ["ALTER TABLE order_line_items DROP CONSTRAINT syncd_test_refuse"],
-        ),
-        "mariadb": (
-            [
-                "ALTER TABLE order_line_items ADD CONSTRAINT syncd_test_refuse "
-                f"CHECK (sku <> '{REFUSED_SKU}')"
-            ],
-            ["ALTER TABLE order_line_items DROP CONSTRAINT syncd_test_refuse"],
-        ),
-    },
-}
-# What the database's message names, so an error is known to come from it.
-REFUSAL_NAMES = {"not null": "position", "check": "syncd_test_refuse"}
-
-
-@contextmanager
-def database_refusing(db: Any, refusal: str = "not null") -> Iterator[None]:
-    """The database itself refuses to store a line item whose sku is ``REFUSED_SKU``:
-    a write error that no parser can foresee. Removed afterwards, whatever happens."""
-    install, remove = REFUSALS[refusal][db.kind]
-    with db.engine.begin() as conn:
-        for statement in install:
-            conn.execute(text(statement))
-    try:
-        yield
-    finally:
-        with db.engine.begin() as conn:
-            for statement in remove:
-                conn.execute(text(statement))
 
 
 @pytest.mark.parametrize("refusal", sorted(REFUSALS))

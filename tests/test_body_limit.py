@@ -21,7 +21,7 @@ import pytest
 
 from syncd.receiver import DRAIN_FACTOR
 from tests.factories import order_event
-from tests.test_receiver import daemon, stored
+from tests.support import daemon, stored
 
 MB = 1_000_000
 DEFAULT_LIMIT = 1_048_576

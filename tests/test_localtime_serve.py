@@ -16,8 +16,7 @@ import httpx
 
 from syncd.config import StoreConfig
 from tests.factories import placed
-from tests.support import free_port
-from tests.test_apply import apply_all, deliver, rows
+from tests.support import apply_all, deliver, free_port, rows
 
 
 def test_a_restart_with_another_zone_recomputes_the_local_columns(db: Any, tmp_path: Path) -> None:

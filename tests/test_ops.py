@@ -15,23 +15,17 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from syncd import inbox
 from syncd.app import create_app
-from syncd.config import Settings, load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable
@@ -39,33 +33,18 @@ from syncd.ops import logs, request_id, status
 from syncd.shoperti import wire
 from syncd.state import EVENTS_CURSOR, LAST_RUN, write_state
 from tests.factories import EMAIL_A, EMAIL_B, posted_order
-from tests.support import serving, wait_for
+from tests.support import (
+    STUB_API_KEY,
+    Samples,
+    StubApi,
+    sample,
+    scrape,
+    serving,
+    settings_for,
+    wait_for,
+)
 
-API_KEY = "sk_live_ops_5c2f9e1d7a"
 WEBHOOK_SECRET = "whsec_ops_0b9d3e7f41"
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(base: str) -> tuple[str, Samples]:
-    """The /metrics text and its samples, read with prometheus-client's own parser."""
-    answer = httpx.get(f"{base}/metrics", timeout=10)
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return answer.text, samples
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def settings_for(url: str, **env: str) -> Settings:
-    return load_settings({"SYNCD_DATABASE_URL": url, **env})
 
 
 # --- /healthz and /readyz ----------------------------------------------------------------
@@ -210,62 +189,10 @@ def test_metrics_parse_and_move_as_events_flow(db: Any, tmp_path: Path) -> None:
 # --- logs, and what must never show ---------------------------------------------------------
 
 
-@pytest.fixture
-def captured_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """syncd's logging set up as `syncd` sets it up, at DEBUG (successful webhooks
-    log there), writing JSON lines into a buffer."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    monkeypatch.setattr(logs, "_hidden", set())
-    buffer = io.StringIO()
-    logs.setup("DEBUG", stream=buffer)  # not a terminal: JSON lines; every line there is
-    try:
-        yield buffer
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
-
-
-class StubApi:
-    """The part of Shoperti's API the daemon calls: events by id, empty listings."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.events: dict[str, dict[str, Any]] = {}
-        self.authorizations: set[str] = set()
-
-    def app(self) -> Starlette:
-        def authorized(request: Request) -> bool:
-            given = request.headers.get("authorization", "")
-            self.authorizations.add(given)
-            return given == f"Bearer {self.key}"
-
-        async def one(request: Request) -> Response:
-            if not authorized(request):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-            event = self.events.get(request.path_params["event_id"])
-            if event is None:
-                return JSONResponse({"error": "not found"}, status_code=404)
-            return JSONResponse({"data": event})
-
-        async def listing(request: Request) -> Response:
-            if not authorized(request):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-            page = {"total": 0, "count": 0, "per_page": 100, "current_page": 1, "total_pages": 1}
-            return JSONResponse({"data": [], "meta": {"pagination": page}})
-
-        return Starlette(
-            routes=[
-                Route("/v1/events/{event_id}", one),
-                *(Route(f"/v1/{name}", listing) for name in ("events", "orders", "customers")),
-            ]
-        )
-
-
 def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webhook(
     db: Any, captured_logs: io.StringIO
 ) -> None:
-    api = StubApi(API_KEY)
+    api = StubApi(STUB_API_KEY)
     known = posted_order("evt_known", "o-known", email=EMAIL_A)
     known["data"]["note"] = f"call {EMAIL_B}"
     api.events["evt_known"] = known
@@ -282,7 +209,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
         settings = settings_for(
             db.url,
             SYNCD_API_URL=f"{api_base}/v1",
-            SYNCD_API_KEY=API_KEY,
+            SYNCD_API_KEY=STUB_API_KEY,
             SYNCD_WEBHOOK_SECRET=WEBHOOK_SECRET,
             SYNCD_RECONCILE_INTERVAL="3600",
         )
@@ -304,7 +231,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
             metrics_text, _ = scrape(base)
     assert [answer.status_code for answer in answers] == [200, 200, 200, 401, 401]
     # The key was really used, so "not in the logs" means something.
-    assert api.authorizations == {f"Bearer {API_KEY}"}
+    assert api.authorizations == {f"Bearer {STUB_API_KEY}"}
     calls = "syncd_api_calls_total"
     assert (sample(samples, calls, store="default", endpoint="events.get", status="200") or 0) >= 2
     assert sample(samples, calls, store="default", endpoint="events.get", status="404") == 1
@@ -329,7 +256,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
         "status": json.dumps(stores) + status.render_text(stores),
     }
     for where, text in shown.items():
-        for value in (API_KEY, WEBHOOK_SECRET, EMAIL_A, EMAIL_B, "Ana", "CDMX"):
+        for value in (STUB_API_KEY, WEBHOOK_SECRET, EMAIL_A, EMAIL_B, "Ana", "CDMX"):
             assert value not in text, f"{value!r} shows in {where}"
         assert logs.EMAIL.search(text) is None, where
 
@@ -442,7 +369,7 @@ def test_status_facts_and_exit_codes(db: Any, capsys: pytest.CaptureFixture[str]
     settings = settings_for(
         db.url,
         SYNCD_API_URL="https://api.example/v1",
-        SYNCD_API_KEY=API_KEY,
+        SYNCD_API_KEY=STUB_API_KEY,
         SYNCD_RECONCILE_INTERVAL="60",
     )
     assert status.print_status(settings, as_json=True) == 0
@@ -488,7 +415,7 @@ def test_status_facts_and_exit_codes(db: Any, capsys: pytest.CaptureFixture[str]
     assert status.print_status(settings, as_json=True) == 1
     out = capsys.readouterr().out
     assert json.loads(out)["stores"][0]["counts"]["failed"] == 1
-    assert "failed event(s)" in out and EMAIL_A not in out and API_KEY not in out
+    assert "failed event(s)" in out and EMAIL_A not in out and STUB_API_KEY not in out
 
 
 def test_status_command_exit_codes_and_one_line_errors(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -23,10 +24,9 @@ from syncd.config import StoreConfig
 from syncd.replay import replay_store
 from syncd.worker import add_and_apply
 from tests.factories import line_item, order_event, placed
-from tests.test_apply import (
+from tests.support import (
     DELIVERIES,
     STORE,
-    D,
     apply_all,
     apply_as,
     deliver,
@@ -34,6 +34,8 @@ from tests.test_apply import (
     rows,
     snapshot,
 )
+
+D = Decimal
 
 
 def txn(txn_id: str, amount: str = "116.00", **changes: Any) -> dict[str, Any]:

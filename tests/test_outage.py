@@ -36,8 +36,7 @@ from syncd.errors import ConfigError
 from syncd.simulator import SimulatedStore
 from syncd.state import LAST_RUN
 from tests.factories import posted_order
-from tests.faults_support import SyncdServe, TcpProxy, event_ids, syncd_env
-from tests.support import free_port, wait_for
+from tests.support import SyncdServe, TcpProxy, event_ids, free_port, syncd_env, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -28,13 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import metadata
 from syncd.worker import apply_pending
 from tests.factories import order_event
-from tests.support import serving, wait_for
+from tests.support import assert_error, daemon, serving, stored, wait_for
 
 KINDS = ("sqlite", "postgresql", "mariadb")
 EVENTS = metadata.tables["events"]
@@ -45,33 +44,8 @@ def body(payload: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
-@contextmanager
-def daemon(
-    url: str, engine: Engine, *, run_worker: bool = True, **env: str
-) -> Iterator[httpx.Client]:
-    """The daemon's app on a free port, and a client for it."""
-    settings = load_settings({"SYNCD_DATABASE_URL": url, **env})
-    app = create_app(settings, engine, run_worker=run_worker, run_scheduler=False)
-    with serving(app) as base, httpx.Client(base_url=base, timeout=10) as client:
-        yield client
-
-
-def stored(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        found = [dict(row._mapping) for row in conn.execute(EVENTS.select())]
-    return sorted(found, key=lambda row: (row["store"], row["id"]))
-
-
 def statuses(engine: Engine) -> dict[str, str]:
     return {row["id"]: row["status"] for row in stored(engine)}
-
-
-def assert_error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    reason = response.json()["error"]
-    assert isinstance(reason, str) and reason
-    return reason
 
 
 # --- 200 ---------------------------------------------------------------------------------

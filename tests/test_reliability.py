@@ -38,15 +38,17 @@ from syncd.reconcile import RunReport, exclusive, reconcile_store
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
 from syncd.state import EVENTS_CURSOR, read_state
-from tests.faults_support import (
+from tests.support import (
     SyncdServe,
     TcpProxy,
     event_counts,
     event_ids,
+    free_port,
+    serving,
     settled,
     syncd_env,
+    wait_for,
 )
-from tests.support import free_port, serving, wait_for
 
 pytestmark = pytest.mark.slow
 

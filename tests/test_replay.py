@@ -27,7 +27,7 @@ from tests.factories import (
     order_event,
     sparse_delete,
 )
-from tests.test_apply import (
+from tests.support import (
     REFUSED_SKU,
     STORE,
     apply_all,

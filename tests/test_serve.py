@@ -16,10 +16,8 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,21 +36,6 @@ THREADS = 6
 EVENTS_PER_THREAD = 50
 ORDERS = 30
 GRACE_SECONDS = 3
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[tuple[socket.socket, str]]:
-    """A unix datagram socket like systemd's $NOTIFY_SOCKET (short path: 108 bytes max)."""
-    directory = tempfile.mkdtemp(prefix="syncd-notify-", dir="/tmp")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    try:
-        yield sock, path
-    finally:
-        sock.close()
-        os.unlink(path)
-        os.rmdir(directory)
 
 
 def receive_until(

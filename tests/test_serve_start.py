@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import wait_for
-from tests.test_cli import syncd
+from tests.support import run_syncd, wait_for
 
 
 def _env(db: Any, **more: str) -> dict[str, str]:
@@ -73,7 +72,7 @@ def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> No
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = syncd("serve", env=_env(sqlite_db, SYNCD_PORT=str(port)), cwd=tmp_path)
+        result = run_syncd("serve", env=_env(sqlite_db, SYNCD_PORT=str(port)), cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -84,7 +83,7 @@ def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> No
 def test_refused_webhooks_are_logged_with_their_reason(
     sqlite_db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.test_receiver import daemon
+    from tests.support import daemon
 
     caplog.set_level(logging.WARNING, logger="syncd.receiver")
     with daemon(sqlite_db.url, sqlite_db.engine, run_worker=False) as client:

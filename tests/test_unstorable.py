@@ -19,8 +19,7 @@ from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.state import write_state
 from tests.factories import order_event
-from tests.test_apply import STORE, order_row
-from tests.test_receiver import assert_error, daemon
+from tests.support import STORE, assert_error, daemon, order_row
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_unstorable"

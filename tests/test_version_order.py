@@ -26,7 +26,7 @@ from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.worker import add_and_apply
 from tests.factories import BASE, order_data
-from tests.test_apply import STORE, apply_all, deliver, order_row, rows
+from tests.support import STORE, apply_all, deliver, order_row, rows
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_versions"

@@ -30,11 +30,8 @@ import pytest
 from syncd.app import create_app
 from syncd.db.engine import upgrade
 from syncd.ops import watchdog
-from tests.support import free_port, serving, wait_for
-from tests.test_ops import captured_logs, settings_for
-from tests.test_serve import notify_socket
+from tests.support import free_port, serving, settings_for, wait_for
 
-__all__ = ["captured_logs", "notify_socket"]  # fixtures shared with other tests
 INTERVAL_USEC = 200_000  # pings every 0.1 s
 
 

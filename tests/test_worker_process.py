@@ -22,7 +22,7 @@ from syncd.db.models import Event
 from syncd.worker import apply_pending
 from syncd.worker_process import ApplyProcess
 from tests.factories import order_event
-from tests.test_apply import STORE, deliver, snapshot
+from tests.support import STORE, deliver, snapshot
 
 
 def statuses(db: Any) -> dict[str, str]:
