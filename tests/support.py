@@ -55,7 +55,7 @@ from syncd.inbox import ingest
 from syncd.reconcile import RunReport, reconcile_store
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
-from syncd.simulator import Faults, SimulatedStore
+from syncd.simulator import Faults, SimulatedStore, Truth
 from syncd.vocabulary import EventSource
 from syncd.worker import Report, add_and_apply, apply_pending
 from tests.conftest import TestDatabase
@@ -786,8 +786,14 @@ def all_applied(db: TestDatabase) -> bool:
     return int(pending or 0) == 0
 
 
-def truth_problems(engine: Engine, store: SimulatedStore, name: str = "default") -> list[str]:
-    """How the database's tables of store ``name`` differ from the simulated
-    store's truth (none: equal)."""
-    truth = store.truth()
-    return compare_with_truth(engine, name, truth.orders, truth.customers)
+def truth_problems(engine: Engine, truth: Truth, store: str = "default") -> list[str]:
+    """How the tables of ``store`` differ from the simulated store's ``truth``
+    (``syncd demo``'s comparison; none: equal)."""
+    return compare_with_truth(engine, store, truth.orders, truth.customers)
+
+
+def assert_equals_truth(engine: Engine, store: SimulatedStore) -> None:
+    """Once no event is pending, the tables equal the simulated store's truth."""
+    wait_for(lambda: settled(engine), timeout=30, message="no pending event left")
+    problems = truth_problems(engine, store.truth())
+    assert problems == [], problems[:20]

@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 from syncd.config import load_settings
 from syncd.db import dialect
 from syncd.db.models import Customer, Event, Order
-from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.reconcile import sync_resource
 from syncd.shoperti import wire
@@ -28,7 +27,7 @@ from syncd.simulator import Faults
 from syncd.state import EVENTS_CURSOR, read_state
 from syncd.worker import apply_pending
 from tests.conftest import TestDatabase
-from tests.support import RIG_KEY, RIG_TOKEN, all_applied, rig, rig_env, wait_for
+from tests.support import RIG_KEY, RIG_TOKEN, all_applied, rig, rig_env, truth_problems, wait_for
 
 
 def count(db: TestDatabase, *where: Any) -> int:
@@ -59,7 +58,7 @@ def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
         assert ids(db, Event.source == "reconcile", Event.snapshot.is_(False)) == lost
         wait_for(lambda: all_applied(db), message="reconciled events applied")
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         # Every event is stored once, whatever the duplicates.
         assert count(db, Event.snapshot.is_(False)) == len(r.store.events)
         # A second pass finds nothing new and moves the cursor forward.
@@ -73,7 +72,7 @@ def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
         with db.engine.begin() as conn:
             conn.execute(Order.__table__.update().where(Order.id == some_order).values(total=0))
             conn.execute(Customer.__table__.delete().where(Customer.id == some_customer))
-        problems = compare_with_truth(db.engine, "default", truth.orders, truth.customers)
+        problems = truth_problems(db.engine, truth)
         assert f"order {some_order}: total differs" in problems
         assert f"customer {some_customer} missing" in problems
 
@@ -104,7 +103,7 @@ def test_a_gap_longer_than_retention_is_recovered_by_resource_sync(db: TestDatab
         assert report.resources_seen["orders"] >= 30
         wait_for(lambda: all_applied(db), message="snapshot events applied")
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         assert count(db, Event.source == "backfill") > 0
 
 
@@ -191,7 +190,7 @@ def test_backfill_interrupted_half_way_resumes_without_duplicates(db: TestDataba
         asyncio.run(backfill(stop_after_pages=None))
         assert read_state(db.engine, "default", "backfill:orders") is None
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         total = count(db, Event.source == "backfill")
         assert total == len(truth.orders) + len(truth.customers)
         assert half < total
@@ -231,7 +230,7 @@ def test_backfill_command_killed_and_run_again(sqlite_db: TestDatabase, tmp_path
         assert second.returncode == 0, second.stderr
         assert "backfill done" in second.stdout
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
 
 
 def test_only_one_process_reconciles_at_a_time(db: TestDatabase, tmp_path: Path) -> None:
