@@ -373,13 +373,24 @@ def run_syncd(
 
 
 class SyncdServe:
-    """``syncd serve`` in a subprocess; its stderr (the logs) goes to ``log_path``,
-    appended across restarts. Always :meth:`kill` it in a ``finally``."""
+    """``syncd serve`` in a subprocess, as users run it; its output (the logs)
+    goes to ``log_path``, appended across restarts.
+
+    :meth:`start` waits until it answers; :meth:`terminate` stops it the way
+    systemd does (SIGTERM, then SIGKILL only if it has not exited in time);
+    :meth:`kill9` ends it the way a crash does. Use :func:`syncd_serving`, or
+    call :meth:`kill` in a ``finally``."""
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, *, nofile: int | None = None
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        cwd: Path = REPO,
+        nofile: int | None = None,
     ) -> None:
-        self.env = dict(env)
+        self.env = dict(env)  # as given: the process sees nothing else
+        self.cwd = cwd
         self.nofile = nofile  # a lower limit of open files for the process (RLIMIT_NOFILE)
         self.port = int(self.env["SYNCD_PORT"])
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -387,31 +398,40 @@ class SyncdServe:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, *, timeout: float = 30) -> None:
+    def start(self, *, until: Callable[[], object] | None = None, timeout: float = 30) -> None:
+        """Start it and wait until ``until()`` is true (by default: until
+        /healthz answers 200); fails with the log if it exits first or
+        ``timeout`` seconds pass."""
         assert self.process is None or self.process.poll() is not None, "already running"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "syncd", "serve"],
                 env=self.env,
-                cwd=REPO,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 preexec_fn=self._limit if self.nofile is not None else None,
             )
         self.starts += 1
+        ready = until or self.healthy
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"syncd serve exited with {self.process.returncode}:\n{self.logs()[-3000:]}"
                 )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
+            if ready():
+                return
             if time.monotonic() > deadline:
                 raise AssertionError(f"syncd serve did not start:\n{self.logs()[-3000:]}")
             time.sleep(0.05)
+
+    def healthy(self) -> bool:
+        """/healthz answers 200."""
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+        return False
 
     def _limit(self) -> None:
         import resource
@@ -423,6 +443,10 @@ class SyncdServe:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.returncode
+
     def kill9(self) -> None:
         """SIGKILL: no graceful anything, the way a crash or the OOM killer ends it."""
         if self.process is not None and self.process.poll() is None:
@@ -430,6 +454,8 @@ class SyncdServe:
             self.process.wait(10)
 
     def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait for the exit; SIGKILL only after ``timeout`` seconds.
+        Returns the exit code."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -447,13 +473,25 @@ class SyncdServe:
 
 
 @contextlib.contextmanager
-def syncd_serving(env: Mapping[str, str], log_path: Path) -> Iterator[SyncdServe]:
-    daemon = SyncdServe(env, log_path)
+def syncd_serving(
+    env: Mapping[str, str],
+    log_path: Path,
+    *,
+    cwd: Path = REPO,
+    until: Callable[[], object] | None = None,
+    timeout: float = 30,
+    stop_timeout: float = 30,
+) -> Iterator[SyncdServe]:
+    """``syncd serve`` started and awaited (:meth:`SyncdServe.start`); on the way
+    out, if it still runs, SIGTERM and a wait of ``stop_timeout`` seconds,
+    SIGKILL only if that passes. Its exit code is then ``returncode``."""
+    daemon = SyncdServe(env, log_path, cwd=cwd)
     try:
-        daemon.start()
+        daemon.start(until=until, timeout=timeout)
         yield daemon
     finally:
-        daemon.kill()
+        if daemon.process is not None:
+            daemon.terminate(stop_timeout)
 
 
 # --- reading the database ------------------------------------------------------------------

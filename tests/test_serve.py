@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -29,7 +28,7 @@ from sqlalchemy import select
 from syncd.db.models import Event, Order, OrderLineItem, OrderStatusHistory
 from syncd.shoperti import wire
 from tests.factories import EMAIL_A, posted_order
-from tests.support import free_port
+from tests.support import free_port, syncd_serving
 
 SECRET = "whsec_serve_93a1c7e5"
 THREADS = 6
@@ -90,12 +89,9 @@ def test_sigterm_mid_burst_exits_0_with_every_acknowledged_event_committed(
         "PYTHONFAULTHANDLER": "1",
     }
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "serve"],
-            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
-    try:
+    with syncd_serving(env, log_path, cwd=tmp_path) as daemon:
+        process = daemon.process
+        assert process is not None
         ready = receive_until(sock, "READY=1", process, timeout=30)
         assert f"STATUS=receiving webhooks on 127.0.0.1:{port}" in ready[-1]
 
@@ -151,10 +147,6 @@ def test_sigterm_mid_burst_exits_0_with_every_acknowledged_event_committed(
             process.send_signal(signal.SIGABRT)
             process.wait(10)
             pytest.fail("syncd serve did not stop:\n" + log_path.read_text()[-6000:])
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
     log_lines = log_path.read_text().splitlines()
     assert returncode == 0, log_lines[-5:]
@@ -246,21 +238,10 @@ def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
         "SYNCD_PORT": str(port),
         "SYNCD_WEBHOOK_SECRET": SECRET,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "serve"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        with httpx.Client(base_url=base, timeout=10) as client:
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.ConnectError:
-                    assert time.monotonic() < deadline and process.poll() is None
-                    time.sleep(0.05)
+    with syncd_serving(env, tmp_path / "serve.log", cwd=tmp_path) as daemon:
+        process = daemon.process
+        assert process is not None
+        with httpx.Client(base_url=daemon.base_url, timeout=10) as client:
             for n in range(20):
                 event = posted_order(f"evt_child_{n}", f"ord_{n % 4}", items=1 + n % 3)
                 answer = client.post(f"/webhooks/shoperti?token={SECRET}", json=event)
@@ -297,7 +278,3 @@ def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
         while any(alive(pid) for pid in workers):
             assert time.monotonic() < deadline, "the apply process outlived the daemon"
             time.sleep(0.1)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
