@@ -29,10 +29,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,7 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from syncd import inbox
+from syncd import apply, inbox
 from syncd.app import create_app
 from syncd.config import Settings, StoreConfig, load_settings
 from syncd.db.models import metadata
@@ -668,6 +668,26 @@ def apply_as(engine: Engine, events: Sequence[Mapping[str, Any]], delivery: str)
     for event in events if delivery == "in order" else reversed(events):
         deliver(engine, event)
         apply_all(engine)
+
+
+def write_batches(
+    db: Any, events: Sequence[Mapping[str, Any]], batches: Iterable[Sequence[Mapping[str, Any]]]
+) -> None:
+    """On emptied tables, put ``events`` in the inbox (where every applied event
+    is), then apply each batch as the worker does, one transaction per batch."""
+    db.reset()
+    deliver(db.engine, *events)
+    engine, now = db.engine, datetime.now(UTC)
+    for batch in batches:
+        stored = [apply.StoredEvent(str(e["id"]), str(e["type"]), e) for e in batch]
+        collected, outcomes = apply.collect(STORE.name, stored)
+        assert {o.status for o in outcomes.values()} == {"applied"}
+        with engine.begin() as conn:
+            apply.write(conn, collected, now)
+
+
+def chronological(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(events, key=lambda e: (datetime.fromisoformat(e["created_at"]), e["id"]))
 
 
 REFUSED_SKU = "BOOM"

@@ -1,4 +1,5 @@
-"""The wire parser's readers, where a fast path stands in for the general one."""
+"""The wire parser: its readers, where a fast path stands in for the general one,
+and its NUL scrubbing. Pure: no database."""
 
 from __future__ import annotations
 
@@ -192,3 +193,16 @@ def test_list_texts_and_ids_read_as_the_general_readers_read_them(value: object)
         fast = _read(lambda v, field: fast_read({"k": v}, "k", "x"), value)  # noqa: B023
         general = _read(lambda v, field: general_read(v, "x.k"), value)  # noqa: B023
         assert fast == general
+
+
+def test_nul_scrubbing_changes_only_nul_characters() -> None:
+    clean = {"note": "sin nulos", "n": [1, 2.5, None, True]}
+    assert wire.scrub_nul(clean) is clean  # nothing to replace: the very same object
+    # A backslash followed by "u0000" is six ordinary characters, kept as they are.
+    literal = {"note": "C:\\u0000 is six characters"}
+    assert wire.scrub_nul(literal) == {"note": "C:\\u0000 is six characters"}
+    # Integers beyond 64 bits are not plain JSON for the fast check: walked instead.
+    walked = {"big": 2**70, "deep": [{"k\u0000": "v\u0000"}]}
+    assert wire.scrub_nul(walked) == {"big": 2**70, "deep": [{"k\ufffd": "v\ufffd"}]}
+    assert wire.scrub_nul(["\u0000", "x"]) == ["\ufffd", "x"]
+    assert wire.scrub_nul("a\u0000") == "a\ufffd"
