@@ -248,3 +248,11 @@ def posted_order(
             "updated_at": updated_at,
         },
     }
+
+
+def nested(depth: int) -> Any:
+    """``"bottom"`` inside ``depth`` lists: JSON nested ``depth`` deep."""
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value

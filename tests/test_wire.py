@@ -1,5 +1,5 @@
 """The wire parser: its readers, where a fast path stands in for the general one,
-and its NUL scrubbing. Pure: no database."""
+its NUL scrubbing and its JSON depth limit. Pure: no database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from syncd.errors import WireError
 from syncd.shoperti import wire
+from tests.factories import nested
 
 
 def _read(read: object, value: object) -> str:
@@ -206,3 +207,11 @@ def test_nul_scrubbing_changes_only_nul_characters() -> None:
     assert wire.scrub_nul(walked) == {"big": 2**70, "deep": [{"k\ufffd": "v\ufffd"}]}
     assert wire.scrub_nul(["\u0000", "x"]) == ["\ufffd", "x"]
     assert wire.scrub_nul("a\u0000") == "a\ufffd"
+
+
+def test_json_depth_limits() -> None:
+    assert wire.json_depth(nested(3)) == 3
+    assert wire.json_depth({"a": [1, {"b": []}], "c": {}}) == 4
+    assert wire.unstorable(nested(wire.MAX_JSON_DEPTH)) is None
+    reason = wire.unstorable(nested(wire.MAX_JSON_DEPTH + 1))
+    assert reason is not None and str(wire.MAX_JSON_DEPTH) in reason
