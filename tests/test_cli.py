@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import run_syncd
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO, run_syncd
 
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path) -> None:
@@ -34,7 +32,7 @@ def test_db_upgrade_then_dictionary_check(
         "db",
         "dictionary",
         "--check",
-        str(ROOT / "docs" / "data-dictionary.md"),
+        str(REPO / "docs" / "data-dictionary.md"),
         env={},
         cwd=tmp_path,
     )

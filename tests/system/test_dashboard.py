@@ -20,11 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from syncd.db.engine import upgrade
 from syncd.simulator import Faults, SimulatedStore
-from tests.support import free_port, syncd_serving, wait_for
+from tests.support import REPO, free_port, syncd_serving, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "deploy" / "grafana" / "syncd-dashboard.json"
-RULES = ROOT / "deploy" / "prometheus" / "syncd-alerts.yml"
+DASHBOARD = REPO / "deploy" / "grafana" / "syncd-dashboard.json"
+RULES = REPO / "deploy" / "prometheus" / "syncd-alerts.yml"
 METRIC = re.compile(r"\bsyncd_[a-z0-9_]+\b")
 TOKEN = "tok-dashboard-4417"
 API_KEY = "sk_dashboard_9d1f"
