@@ -4,11 +4,18 @@ Each pytest process creates its own databases (named after its pid, so
 parallel runs on one machine don't collide), migrates them once, and empties
 the tables before each test. With ``CI=true`` a server that does not answer
 fails the test; elsewhere it is skipped with the reason.
+
+Besides: ``captured_logs`` (syncd's own log lines, in a buffer) and
+``notify_socket`` (a stand-in for systemd's $NOTIFY_SOCKET).
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +28,7 @@ from sqlalchemy.engine import make_url
 from syncd.db import dialect
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import metadata
+from syncd.ops import logs
 
 KINDS = ("sqlite", "postgresql", "mariadb")
 PG_ADMIN_URL = os.environ.get(
@@ -154,3 +162,34 @@ def _database(
 def fresh_database(database_servers: DatabaseServers) -> Callable[[str], str]:
     """A factory of new, empty (unmigrated) databases: ``fresh_database(kind) -> url``."""
     return database_servers.create
+
+
+@pytest.fixture
+def captured_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """syncd's logging set up as `syncd` sets it up, at DEBUG (successful webhooks
+    log there), writing JSON lines into a buffer."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    monkeypatch.setattr(logs, "_hidden", set())
+    buffer = io.StringIO()
+    logs.setup("DEBUG", stream=buffer)  # not a terminal: JSON lines; every line there is
+    try:
+        yield buffer
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A unix datagram socket like systemd's $NOTIFY_SOCKET (short path: 108 bytes max)."""
+    directory = tempfile.mkdtemp(prefix="syncd-notify-", dir="/tmp")
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    try:
+        yield sock, path
+    finally:
+        sock.close()
+        os.unlink(path)
+        os.rmdir(directory)

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cli import syncd
 
 from syncd.db.engine import upgrade
 from syncd.simulator import SimulatedStore
+from tests.support import run_syncd
 
 API_KEY = "sk_url_mistake_test"
 
@@ -35,7 +35,7 @@ def test_a_404_on_a_listing_names_the_url_and_api_url(
     url = f"sqlite:///{tmp_path / 'syncd.db'}"
     upgrade(url)
     env = {"SYNCD_DATABASE_URL": url, "SYNCD_API_URL": api_root, "SYNCD_API_KEY": API_KEY}
-    result = syncd(command, env=env, cwd=tmp_path)
+    result = run_syncd(command, env=env, cwd=tmp_path)
     assert result.returncode == 1
     text = result.stdout + result.stderr
     assert f"the Shoperti API answered 404 for {api_root}/customers" in text, text

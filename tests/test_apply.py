@@ -10,15 +10,16 @@ and MariaDB alike.
   events, children replaced as a set, nested customers, sticky soft deletes,
   ignored types, malformed events failing alone.
 - A property: any delivery order, duplicates and batching give the same tables.
-- Money sums and timestamps read back exactly.
+
+What the inbox, the worker and the wire parser do on their own is in
+test_inbox, test_worker and test_wire; money and time reading back exactly,
+in test_dialect.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,243 +27,44 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, select, text
-from sqlalchemy import event as sa_event
+from sqlalchemy import text
 
 from syncd import apply
-from syncd.config import StoreConfig
-from syncd.db import dialect
-from syncd.db.models import metadata
-from syncd.inbox import claim, ingest, utcnow
 from syncd.shoperti import wire
-from syncd.vocabulary import EventSource
-from syncd.worker import Report, add_and_apply, apply_pending
-
-STORE = StoreConfig("default")
-FIXTURES = Path(__file__).parent / "fixtures" / "events"
-NORMALIZED = (
-    "orders",
-    "order_line_items",
-    "order_addresses",
-    "customers",
-    "customer_addresses",
-    "order_status_history",
-    "order_transactions",
-    "order_refunds",
-    "order_refund_line_items",
-    "order_fulfillments",
-    "order_fulfillment_line_items",
-    "order_discount_codes",
+from syncd.worker import apply_pending
+from tests.factories import (
+    SECRET_BITS,
+    address,
+    customer_data,
+    customer_event,
+    envelope,
+    line_item,
+    order_data,
+    order_event,
+    private_order,
+    sparse_delete,
+    utc,
+    utc_at,
 )
+from tests.support import (
+    DELIVERIES,
+    NORMALIZED,
+    STORE,
+    apply_all,
+    apply_as,
+    assert_all_times_utc,
+    chronological,
+    customer_row,
+    deliver,
+    event_status,
+    order_row,
+    rows,
+    snapshot,
+    write_batches,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "events"
 D = Decimal
-MEXICO_CITY = timezone(timedelta(hours=-6))
-BASE = datetime(2026, 11, 27, 18, 0, tzinfo=MEXICO_CITY)
-
-
-# --- delivering, applying, reading back ------------------------------------------------
-
-
-def deliver(engine: Engine, *payloads: Mapping[str, Any], store: str = STORE.name) -> None:
-    """Put events into the inbox, as the receiver does."""
-    ingest(engine, store, payloads, source=EventSource.WEBHOOK, verified=False)
-
-
-def apply_all(
-    engine: Engine, store: StoreConfig = STORE, *, limit: int = 200, max_attempts: int = 3
-) -> Report:
-    """Run the worker's apply step until it finds nothing ready; sums the reports."""
-    total = Report()
-    while True:
-        report = apply_pending(engine, store, limit=limit, max_attempts=max_attempts)
-        if report.claimed == 0:
-            return total
-        for name in ("applied", "ignored", "failed", "retried"):
-            setattr(total, name, getattr(total, name) + getattr(report, name))
-
-
-def rows(engine: Engine, name: str, *, store: str | None = None) -> list[dict[str, Any]]:
-    """All rows of a table (but ``synced_at``), sorted by key in Python so the
-    order is the same whatever the database's collation."""
-    table = metadata.tables[name]
-    query = select(table)
-    if store is not None:
-        query = query.where(table.c.store == store)
-    with engine.connect() as conn:
-        found = [dict(row._mapping) for row in conn.execute(query)]
-    for row in found:
-        row.pop("synced_at", None)
-    key = [column.name for column in table.primary_key.columns]
-    return sorted(found, key=lambda row: tuple(str(row[name]) for name in key))
-
-
-def snapshot(engine: Engine, *, store: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    return {name: rows(engine, name, store=store) for name in NORMALIZED}
-
-
-def event_status(engine: Engine, event_id: str) -> tuple[str, str | None]:
-    events = metadata.tables["events"]
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(events.c.status, events.c.last_error).where(events.c.id == event_id)
-        ).one()
-    return row.status, row.last_error
-
-
-def order_row(engine: Engine, order_id: str = "ord_1") -> dict[str, Any]:
-    [row] = [row for row in rows(engine, "orders") if row["id"] == order_id]
-    return row
-
-
-def customer_row(engine: Engine, customer_id: str = "cus_1") -> dict[str, Any]:
-    [row] = [row for row in rows(engine, "customers") if row["id"] == customer_id]
-    return row
-
-
-def utc(moment: str) -> datetime:
-    """A UTC instant written without its offset, e.g. ``utc("2026-11-28T00:04:05")``."""
-    return datetime.fromisoformat(moment).replace(tzinfo=UTC)
-
-
-def assert_all_times_utc(tables: Mapping[str, list[dict[str, Any]]]) -> None:
-    for name, table_rows in tables.items():
-        for row in table_rows:
-            for column, value in row.items():
-                # The *_local columns hold the store's wall-clock time, no zone.
-                if isinstance(value, datetime) and not column.endswith("_local"):
-                    assert value.utcoffset() == timedelta(0), (name, column, value)
-
-
-# --- factories ---------------------------------------------------------------------------
-
-
-def at(minute: float) -> str:
-    """A wire timestamp ``minute`` minutes after 18:00 in Mexico City (-06:00)."""
-    return (BASE + timedelta(minutes=minute)).isoformat()
-
-
-def utc_at(minute: float) -> datetime:
-    return (BASE + timedelta(minutes=minute)).astimezone(UTC)
-
-
-def address(first_name: str = "Ana", **changes: Any) -> dict[str, Any]:
-    return {
-        "first_name": first_name,
-        "last_name": "García",
-        "company": None,
-        "address1": "Av. Insurgentes Sur 1602",
-        "address2": None,
-        "city": "Ciudad de México",
-        "province": "CDMX",
-        "zip": "03940",
-        "country_code": "MX",
-        "phone": None,
-        **changes,
-    }
-
-
-def line_item(item_id: str, *, quantity: int = 1, price: str = "100.00", **changes: Any) -> dict:
-    total = str(D(price) * quantity)
-    return {
-        "id": item_id,
-        "product_id": f"prod_{item_id}",
-        "variant_id": None,
-        "sku": f"SKU-{item_id}",
-        "title": f"Producto {item_id}",
-        "variant_title": None,
-        "quantity": quantity,
-        "price": price,
-        "total_discount": "0.00",
-        "total": total,
-        **changes,
-    }
-
-
-def customer_data(customer_id: str = "cus_1", *, updated_at: float = 0, **changes: Any) -> dict:
-    return {
-        "id": customer_id,
-        "email": f"{customer_id}@example.com",
-        "first_name": "Ana",
-        "last_name": "García",
-        "phone": None,
-        "accepts_marketing": True,
-        "orders_count": 1,
-        "total_spent": "116.00",
-        "tags": [],
-        "addresses": [{"id": "adr_1", "default": True, **address()}],
-        "created_at": at(-60),
-        "updated_at": at(updated_at),
-        **changes,
-    }
-
-
-def order_data(order_id: str = "ord_1", *, updated_at: float = 0, **changes: Any) -> dict:
-    return {
-        "id": order_id,
-        "number": 1001,
-        "status": "open",
-        "financial_status": "pending",
-        "fulfillment_status": "unfulfilled",
-        "currency": "MXN",
-        "subtotal": "100.00",
-        "total_discounts": "0.00",
-        "total_tax": "16.00",
-        "total_shipping": "0.00",
-        "total": "116.00",
-        "email": "ana@example.com",
-        "customer": None,
-        "note": None,
-        "tags": [],
-        "line_items": [line_item("li_1")],
-        "shipping_address": address(),
-        "billing_address": None,
-        "created_at": at(0),
-        "updated_at": at(updated_at),
-        "cancelled_at": None,
-        "closed_at": None,
-        **changes,
-    }
-
-
-def envelope(event_id: str, event_type: str, created_at: float, data: dict) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": event_type,
-        "created_at": at(created_at),
-        "data": data,
-    }
-
-
-def order_event(
-    event_id: str,
-    *,
-    order_id: str = "ord_1",
-    updated_at: float = 0,
-    created_at: float | None = None,
-    type: str = "order.updated",
-    **changes: Any,
-) -> dict[str, Any]:
-    """An order event; its ``created_at`` defaults to the order's ``updated_at``."""
-    when = updated_at if created_at is None else created_at
-    return envelope(event_id, type, when, order_data(order_id, updated_at=updated_at, **changes))
-
-
-def customer_event(
-    event_id: str,
-    *,
-    customer_id: str = "cus_1",
-    updated_at: float = 0,
-    created_at: float | None = None,
-    type: str = "customer.updated",
-    **changes: Any,
-) -> dict[str, Any]:
-    when = updated_at if created_at is None else created_at
-    data = customer_data(customer_id, updated_at=updated_at, **changes)
-    return envelope(event_id, type, when, data)
-
-
-def sparse_delete(event_id: str, resource: str, resource_id: str, created_at: float = 0) -> dict:
-    return envelope(event_id, f"{resource}.deleted", created_at, {"id": resource_id})
 
 
 # --- 1. one test per fixture ----------------------------------------------------------------
@@ -1119,24 +921,6 @@ def test_unknown_fields_are_kept_in_raw_and_payload(db: Any) -> None:
 
 # --- 2. the rules of docs/apply-rules.md ----------------------------------------------------------
 
-DELIVERIES = ("in order", "reversed", "one batch", "one fetched page")
-
-
-def apply_as(engine: Engine, events: Sequence[Mapping[str, Any]], delivery: str) -> None:
-    """Apply ``events`` one by one in the given order, in reverse, all in one
-    batch, or as a page read from the API (stored and applied at once)."""
-    if delivery == "one batch":
-        deliver(engine, *events)
-        apply_all(engine)
-        return
-    if delivery == "one fetched page":
-        # Shoperti's events, stored and applied at once (snapshots: test_version_order).
-        add_and_apply(engine, STORE, events, source="reconcile", snapshot=False)
-        return
-    for event in events if delivery == "in order" else reversed(events):
-        deliver(engine, event)
-        apply_all(engine)
-
 
 @pytest.mark.parametrize("delivery", DELIVERIES)
 def test_newer_updated_at_wins_over_later_event(db: Any, delivery: str) -> None:
@@ -1404,69 +1188,6 @@ def test_an_empty_list_of_tags_is_null(db: Any) -> None:
     assert blank == 0
 
 
-def test_a_nul_character_from_the_api_is_replaced_on_every_database(db: Any) -> None:
-    """Reconcile and backfill put the API's events in through the inbox, which
-    replaces U+0000 (PostgreSQL's text and JSONB cannot hold it) with U+FFFD."""
-    event = order_event(
-        "evt_1",
-        note="a\u0000b",
-        customer=customer_data(first_name="\u0000Ana"),
-        line_items=[line_item("li_1", title="Taza\u0000")],
-    )
-    event["data"]["extra\u0000field"] = ["\u0000"]
-    deliver(db.engine, event)
-    assert apply_all(db.engine).applied == 1
-    order = order_row(db.engine)
-    assert (order["note"], order["raw"]["extra\ufffdfield"]) == ("a\ufffdb", ["\ufffd"])
-    assert customer_row(db.engine)["first_name"] == "\ufffdAna"
-    assert [item["title"] for item in rows(db.engine, "order_line_items")] == ["Taza\ufffd"]
-    [stored] = rows(db.engine, "events")
-    assert "\\u0000" not in json.dumps(stored["payload"])  # not in a key either
-    assert stored["payload"]["data"]["note"] == "a\ufffdb"
-
-
-def test_nul_scrubbing_changes_only_nul_characters() -> None:
-    clean = {"note": "sin nulos", "n": [1, 2.5, None, True]}
-    assert wire.scrub_nul(clean) is clean  # nothing to replace: the very same object
-    # A backslash followed by "u0000" is six ordinary characters, kept as they are.
-    literal = {"note": "C:\\u0000 is six characters"}
-    assert wire.scrub_nul(literal) == {"note": "C:\\u0000 is six characters"}
-    # Integers beyond 64 bits are not plain JSON for the fast check: walked instead.
-    walked = {"big": 2**70, "deep": [{"k\u0000": "v\u0000"}]}
-    assert wire.scrub_nul(walked) == {"big": 2**70, "deep": [{"k\ufffd": "v\ufffd"}]}
-    assert wire.scrub_nul(["\u0000", "x"]) == ["\ufffd", "x"]
-    assert wire.scrub_nul("a\u0000") == "a\ufffd"
-
-
-SECRET_BITS = (
-    "Ximena",
-    "Quetzal",
-    "ximena.quetzal@example.com",
-    "+52 55 9999 0000",
-    "Calle Oculta",
-)
-
-
-def private_order(event_id: str, **changes: Any) -> dict[str, Any]:
-    """An order full of personal data that an error message must not echo."""
-    buyer = customer_data(
-        "cus_9",
-        first_name="Ximena",
-        last_name="Quetzal",
-        email="ximena.quetzal@example.com",
-        phone="+52 55 9999 0000",
-    )
-    event = order_event(
-        event_id,
-        order_id=f"ord_{event_id}",
-        email="ximena.quetzal@example.com",
-        customer=buyer,
-        shipping_address=address("Ximena", address1="Calle Oculta 7"),
-    )
-    event["data"].update(changes)
-    return event
-
-
 MALFORMED = {
     "comma decimal": ({"total": "12,50"}, "data.total"),
     "letters for money": ({"subtotal": "abc"}, "data.subtotal"),
@@ -1503,37 +1224,6 @@ def test_malformed_events_fail_alone_in_one_batch(db: Any) -> None:
     assert history_ids == {"evt_good_1", "evt_good_2"}
 
 
-def test_a_fetched_page_is_stored_with_its_outcomes_in_one_step(db: Any) -> None:
-    good = [private_order("evt_good_1"), private_order("evt_good_2", total="99.90")]
-    bad = private_order("evt_bad", total="12,50")
-    ignored = envelope("evt_product", "product.updated", 0, {"id": "prod_1"})
-    page = [good[0], bad, ignored, good[1], good[0]]  # an event twice in one page
-
-    added = add_and_apply(db.engine, STORE, page, source="backfill")
-
-    assert sorted(added.new_ids) == ["evt_bad", "evt_good_1", "evt_good_2", "evt_product"]
-    assert added.seen == 5
-    events = metadata.tables["events"]
-    with db.engine.connect() as conn:
-        stored = {row.id: row for row in conn.execute(select(events))}
-    assert {i: row.status for i, row in stored.items()} == {
-        "evt_good_1": "applied",
-        "evt_good_2": "applied",
-        "evt_bad": "failed",
-        "evt_product": "ignored",
-    }
-    for row in stored.values():
-        assert row.attempts == 1 and row.processed_at is not None and row.verified
-        assert row.source == "backfill"
-    assert stored["evt_bad"].last_error is not None and "data.total" in stored["evt_bad"].last_error
-    assert order_row(db.engine, "ord_evt_good_2")["total"] == D("99.90")
-    # Nothing is left for the worker, and the same page again adds nothing.
-    assert apply_pending(db.engine, STORE, limit=100, max_attempts=3).claimed == 0
-    before = snapshot(db.engine)
-    assert add_and_apply(db.engine, STORE, page, source="backfill").new_ids == []
-    assert snapshot(db.engine) == before
-
-
 def test_a_malformed_envelope_is_kept_and_fails_alone(db: Any) -> None:
     bad_time = order_event("evt_1", order_id="ord_1") | {"created_at": "2026-13-45T99:00:00"}
     bad_data = envelope("evt_2", "customer.updated", 0, {}) | {"data": "cus_1"}
@@ -1554,170 +1244,6 @@ def test_a_malformed_nested_customer_names_its_field(db: Any) -> None:
     assert error == "data.customer.total_spent: not a decimal amount"
     assert event_status(db.engine, "evt_2") == ("applied", None)
     assert rows(db.engine, "orders") == []
-
-
-def test_a_failed_event_is_not_tried_again(db: Any) -> None:
-    deliver(db.engine, order_event("evt_1", total="12,50"))
-    assert apply_all(db.engine).failed == 1
-    assert apply_all(db.engine).claimed == 0
-    events = rows(db.engine, "events")
-    assert [(e["status"], e["attempts"]) for e in events] == [("failed", 1)]
-
-
-REFUSED_SKU = "BOOM"
-REFUSALS: dict[str, dict[str, tuple[list[str], list[str]]]] = {
-    # A trigger makes a line item with sku BOOM break the NOT NULL of its position.
-    "not null": {
-        "sqlite": (
-            [
-                "CREATE TRIGGER syncd_test_refuse AFTER INSERT ON order_line_items "
-                f"WHEN NEW.sku = '{REFUSED_SKU}' BEGIN UPDATE order_line_items SET position = NULL "
-                "WHERE store = NEW.store AND order_id = NEW.order_id AND id = NEW.id; END"
-            ],
-            ["DROP TRIGGER syncd_test_refuse"],
-        ),
-        "postgresql": (
-            [
-                "CREATE FUNCTION syncd_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                f"BEGIN IF NEW.sku = '{REFUSED_SKU}' THEN NEW.position := NULL; END IF; "
-                "RETURN NEW; END $$",
-                "CREATE TRIGGER syncd_test_refuse BEFORE INSERT ON order_line_items "
-                "FOR EACH ROW EXECUTE FUNCTION syncd_test_refuse()",
-            ],
-            [
-                "DROP TRIGGER syncd_test_refuse ON order_line_items",
-                "DROP FUNCTION syncd_test_refuse()",
-            ],
-        ),
-        "mariadb": (
-            [
-                "CREATE TRIGGER syncd_test_refuse BEFORE INSERT ON order_line_items FOR EACH ROW "
-                f"BEGIN IF NEW.sku = '{REFUSED_SKU}' THEN SET NEW.position = NULL; END IF; END"
-            ],
-            ["DROP TRIGGER syncd_test_refuse"],
-        ),
-    },
-    # A CHECK constraint refuses sku BOOM (SQLite cannot add one to a table: a
-    # trigger raises the same error there).
-    "check": {
-        "sqlite": (
-            [
-                "CREATE TRIGGER syncd_test_refuse BEFORE INSERT ON order_line_items "
-                f"WHEN NEW.sku = '{REFUSED_SKU}' "
-                "BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: syncd_test_refuse'); END"
-            ],
-            ["DROP TRIGGER syncd_test_refuse"],
-        ),
-        "postgresql": (
-            [
-                "ALTER TABLE order_line_items ADD CONSTRAINT syncd_test_refuse "
-                f"CHECK (sku <> '{REFUSED_SKU}') NOT VALID"
-            ],
-            ["ALTER TABLE order_line_items DROP CONSTRAINT syncd_test_refuse"],
-        ),
-        "mariadb": (
-            [
-                "ALTER TABLE order_line_items ADD CONSTRAINT syncd_test_refuse "
-                f"CHECK (sku <> '{REFUSED_SKU}')"
-            ],
-            ["ALTER TABLE order_line_items DROP CONSTRAINT syncd_test_refuse"],
-        ),
-    },
-}
-# What the database's message names, so an error is known to come from it.
-REFUSAL_NAMES = {"not null": "position", "check": "syncd_test_refuse"}
-
-
-@contextmanager
-def database_refusing(db: Any, refusal: str = "not null") -> Iterator[None]:
-    """The database itself refuses to store a line item whose sku is ``REFUSED_SKU``:
-    a write error that no parser can foresee. Removed afterwards, whatever happens."""
-    install, remove = REFUSALS[refusal][db.kind]
-    with db.engine.begin() as conn:
-        for statement in install:
-            conn.execute(text(statement))
-    try:
-        yield
-    finally:
-        with db.engine.begin() as conn:
-            for statement in remove:
-                conn.execute(text(statement))
-
-
-@pytest.mark.parametrize("refusal", sorted(REFUSALS))
-def test_a_database_error_fails_one_event_alone(
-    db: Any, refusal: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    refused = private_order(
-        "evt_refused",
-        line_items=[
-            line_item("li_1"),
-            line_item("li_2", sku=REFUSED_SKU, title="Regalo para Ximena Quetzal"),
-        ],
-    )
-    with database_refusing(db, refusal):
-        deliver(db.engine, order_event("evt_1", order_id="ord_a"), refused)
-        deliver(db.engine, order_event("evt_2", order_id="ord_b"))
-
-        first = apply_pending(db.engine, STORE, limit=100, max_attempts=2)  # one batch
-
-        assert (first.applied, first.retried, first.failed) == (2, 1, 0)
-        assert "apply.batch_failed" in caplog.text  # the batch, then event by event
-        status, error = event_status(db.engine, "evt_refused")
-        assert status == "pending"
-        assert error is not None and error.startswith("database error: "), error
-        assert REFUSAL_NAMES[refusal] in error, error  # the database's own words
-        # Only the message's first line: PostgreSQL's DETAIL echoes the row.
-        assert not any(bit in error for bit in SECRET_BITS), error
-        # Nothing of the refused event is kept, not even what was written
-        # before its line item (its nested customer, its order row).
-        tables = snapshot(db.engine)
-        assert [row["id"] for row in tables["orders"]] == ["ord_a", "ord_b"]
-        assert [(i["order_id"], i["id"]) for i in tables["order_line_items"]] == [
-            ("ord_a", "li_1"),
-            ("ord_b", "li_1"),
-        ]
-        assert {a["order_id"] for a in tables["order_addresses"]} == {"ord_a", "ord_b"}
-        assert tables["customers"] == [] and tables["customer_addresses"] == []
-        assert {h["event_id"] for h in tables["order_status_history"]} == {"evt_1", "evt_2"}
-
-        # Once its backoff has passed, the last attempt gives up on it.
-        events = metadata.tables["events"]
-        with db.engine.begin() as conn:
-            conn.execute(events.update().values(next_attempt_at=None))
-        second = apply_pending(db.engine, STORE, limit=100, max_attempts=2)
-        assert (second.failed, second.applied, second.retried) == (1, 0, 0)
-
-    states = {e["id"]: (e["status"], e["attempts"]) for e in rows(db.engine, "events")}
-    assert states == {
-        "evt_1": ("applied", 1),
-        "evt_2": ("applied", 1),
-        "evt_refused": ("failed", 2),
-    }
-    status, error = event_status(db.engine, "evt_refused")
-    assert error is not None and error.startswith("database error: "), error
-    assert snapshot(db.engine) == tables
-
-
-def test_a_database_error_in_a_fetched_page_leaves_the_event_to_the_worker(db: Any) -> None:
-    refused = private_order("evt_refused", line_items=[line_item("li_2", sku=REFUSED_SKU)])
-    page = [order_event("evt_1", order_id="ord_a"), refused]
-    with database_refusing(db):
-        added = add_and_apply(db.engine, STORE, page, source="backfill")
-        assert sorted(added.new_ids) == ["evt_1", "evt_refused"]
-        status, error = event_status(db.engine, "evt_refused")
-        assert status == "pending"
-        assert error is not None and error.startswith("database error: "), error
-        assert [row["id"] for row in rows(db.engine, "orders")] == ["ord_a"]
-    # The refusal is gone: the worker applies it once its backoff has passed.
-    events = metadata.tables["events"]
-    with db.engine.begin() as conn:
-        conn.execute(events.update().values(next_attempt_at=None))
-    report = apply_pending(db.engine, STORE, limit=100, max_attempts=3)
-    assert report.applied == 1
-    states = {e["id"]: (e["status"], e["attempts"]) for e in rows(db.engine, "events")}
-    assert states == {"evt_1": ("applied", 1), "evt_refused": ("applied", 2)}
-    assert sorted(row["id"] for row in rows(db.engine, "orders")) == ["ord_a", "ord_evt_refused"]
 
 
 def test_values_a_column_cannot_hold_fail_at_once_on_every_database(
@@ -1839,50 +1365,6 @@ def test_values_a_column_cannot_hold_fail_at_once_on_every_database(
     assert billing["zip"] == "0" * 32
 
 
-def test_the_claim_takes_the_oldest_events_without_sorting_the_backlog(db: Any) -> None:
-    """With thousands pending (a catch-up after an outage), each batch must come
-    off the queue index in order, not from a sort of the whole backlog — that
-    made every batch slower as the backlog grew (32 ms a batch at 6,200)."""
-    backlog = [
-        envelope(f"evt_{index:05d}", "customer.updated", index / 60, customer_data())
-        for index in range(3000)
-    ]
-    for event in backlog[:3]:  # received one after the other
-        deliver(db.engine, event)
-    for start in range(3, len(backlog), 500):
-        deliver(db.engine, *backlog[start : start + 500])
-    with db.engine.begin() as conn:
-        dialect.analyze(conn, [metadata.tables["events"]])
-    explain = "EXPLAIN QUERY PLAN " if db.kind == "sqlite" else "EXPLAIN "
-
-    sent: list[tuple[str, Any]] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
-    with db.engine.connect() as conn:
-        sa_event.listen(conn, "before_cursor_execute", record)
-        conn.execute(claim(STORE, utcnow(), 200)).all()
-        statement, parameters = sent[-1]  # the claim as the driver received it
-        plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + statement, parameters))
-        conn.rollback()
-    assert "ix_events_queue" in plan, plan
-    sorting = {"postgresql": "Sort", "mariadb": "filesort", "sqlite": "TEMP B-TREE"}[db.kind]
-    assert sorting not in plan, plan
-    # And the claim itself: the oldest first.
-    with db.engine.connect() as conn:
-        first = conn.execute(claim(STORE, utcnow(), 3)).all()
-        conn.rollback()
-    assert [row.id for row in first] == ["evt_00000", "evt_00001", "evt_00002"]
-
-
-def test_events_of_another_store_are_left_alone(db: Any) -> None:
-    deliver(db.engine, order_event("evt_1"), store="other")
-    assert apply_all(db.engine).claimed == 0
-    assert apply_all(db.engine, StoreConfig("other")).applied == 1
-    assert [row["store"] for row in rows(db.engine, "orders")] == ["other"]
-
-
 # --- 3. property: delivery order, duplicates and batching do not matter ------------------------
 
 ORDER_IDS = ("ord_a", "ord_b")
@@ -1948,26 +1430,6 @@ def event_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     return [draw(some_event(index)) for index in range(draw(st.integers(1, 10)))]
 
 
-def write_batches(
-    db: Any, events: Sequence[Mapping[str, Any]], batches: Iterable[Sequence[Mapping[str, Any]]]
-) -> None:
-    """On emptied tables, put ``events`` in the inbox (where every applied event
-    is), then apply each batch as the worker does, one transaction per batch."""
-    db.reset()
-    deliver(db.engine, *events)
-    engine, now = db.engine, datetime.now(UTC)
-    for batch in batches:
-        stored = [apply.StoredEvent(str(e["id"]), str(e["type"]), e) for e in batch]
-        collected, outcomes = apply.collect(STORE.name, stored)
-        assert {o.status for o in outcomes.values()} == {"applied"}
-        with engine.begin() as conn:
-            apply.write(conn, collected, now)
-
-
-def chronological(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(events, key=lambda e: (datetime.fromisoformat(e["created_at"]), e["id"]))
-
-
 @settings(
     max_examples=40,
     deadline=None,
@@ -1995,149 +1457,3 @@ def test_any_delivery_order_gives_the_same_tables(
         e["id"] for e in events if e["type"].startswith("order.") and len(e["data"]) > 1
     }
     assert {row["event_id"] for row in in_order["order_status_history"]} == full_order_events
-
-
-def test_replaying_through_the_worker_matches_applying_directly(db: Any) -> None:
-    events = [
-        order_event("evt_3", order_id="ord_a", updated_at=2, customer=customer_data("cus_a")),
-        order_event("evt_1", order_id="ord_a", updated_at=2, created_at=3, status="closed"),
-        order_event("evt_2", order_id="ord_a", updated_at=1, type="order.paid"),
-        customer_event("evt_4", customer_id="cus_a", updated_at=0, created_at=9),
-        sparse_delete("evt_5", "order", "ord_b"),
-    ]
-    write_batches(db, events, [[event] for event in chronological(events)])
-    direct = snapshot(db.engine)
-    db.reset()
-    deliver(db.engine, *events)
-    apply_all(db.engine, limit=2)
-    assert snapshot(db.engine) == direct
-
-
-# --- 4. money and time read back exactly ------------------------------------------------------
-
-PRICES = ["0.10", "0.20", "0.30", 19.99, "1234567.89", 0.01, "99999.99", 250, "3.33", 1e-2]
-
-
-def money_orders() -> list[dict[str, Any]]:
-    """Forty orders with awkward amounts (strings and JSON numbers) and timestamps
-    in three spellings (-06:00, Z, naive)."""
-    events = []
-    for n in range(40):
-        a, b = PRICES[n % len(PRICES)], PRICES[(n * 7 + 3) % len(PRICES)]
-        items = [
-            line_item("li_1", price=str(a), total=a),
-            line_item("li_2", quantity=3, price="0.33", total=b),
-        ]
-        instant = (BASE + timedelta(days=n, seconds=n, microseconds=n * 1001)).astimezone(UTC)
-        spelled = [
-            instant.astimezone(MEXICO_CITY).isoformat(),
-            instant.isoformat().replace("+00:00", "Z"),
-            instant.replace(tzinfo=None).isoformat(),
-        ][n % 3]
-        data = order_data(f"ord_{n:03d}", total=a, subtotal=b, line_items=items)
-        data.update(created_at=spelled, updated_at=spelled)
-        events.append(envelope(f"evt_{n:03d}", "order.paid", 0, data))
-    return events
-
-
-def exact(amount: Any) -> Decimal:
-    return Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount))
-
-
-def test_money_sums_are_exact(db: Any) -> None:
-    events = money_orders()
-    deliver(db.engine, *events)
-    assert apply_all(db.engine).applied == len(events)
-
-    want_totals = sum(exact(e["data"]["total"]) for e in events)
-    want_items = sum(exact(i["total"]) for e in events for i in e["data"]["line_items"])
-    orders, items = metadata.tables["orders"], metadata.tables["order_line_items"]
-    with db.engine.connect() as conn:
-        sql_totals = conn.execute(select(func.sum(orders.c.total))).scalar_one()
-        sql_items = conn.execute(select(func.sum(items.c.total))).scalar_one()
-    assert (sql_totals, sql_items) == (want_totals, want_items)
-    assert sum(row["total"] for row in rows(db.engine, "orders")) == want_totals
-    assert sum(row["total"] for row in rows(db.engine, "order_line_items")) == want_items
-    for event, row in zip(events, rows(db.engine, "orders"), strict=True):
-        assert row["total"] == exact(event["data"]["total"])
-        assert row["subtotal"] == exact(event["data"]["subtotal"])
-
-
-def test_plain_sql_sums_of_money(db: Any) -> None:
-    """What a BI tool sees when it sums money in plain SQL, without syncd's types.
-
-    PostgreSQL and MariaDB keep NUMERIC(19, 4) and sum it exactly. SQLite has no
-    decimal storage (a documented limitation of the embedded default): each row
-    reads back exact through syncd's types, but SUM adds binary floats, so a sum
-    is only within float rounding of the exact one."""
-    events = money_orders() + [
-        order_event(f"evt_p{n}", order_id=f"p{n}", total=total)
-        for n, total in enumerate(["0.10", "0.10", "0.10", "0.20"])
-    ]
-    deliver(db.engine, *events)
-    assert apply_all(db.engine).applied == len(events)
-    want = sum(exact(e["data"]["total"]) for e in events)
-    totals = [row["total"] for row in rows(db.engine, "orders")]
-    assert all(isinstance(total, Decimal) for total in totals) and sum(totals) == want
-    with db.engine.connect() as conn:
-        everything = conn.execute(text("SELECT SUM(total) FROM orders")).scalar_one()
-        small = conn.execute(text("SELECT SUM(total) FROM orders WHERE id LIKE 'p%'")).scalar_one()
-    if db.kind != "sqlite":
-        assert isinstance(everything, Decimal) and everything == want
-        assert isinstance(small, Decimal) and small == D("0.50")
-        return
-    cents = [D("0.10")] * 3 + [D("0.20")]
-    for got, exact_sum, addends in ((everything, want, totals), (small, D("0.50"), cents)):
-        assert isinstance(got, float)
-        # n additions, each off by at most half an ulp of what it adds up.
-        bound = len(addends) * sum(abs(a) for a in addends) * D(2) ** -52
-        assert abs(D(repr(got)) - exact_sum) <= bound, (got, exact_sum)
-        assert D(repr(got)).quantize(D("0.0001")) == exact_sum
-
-
-HUGE_AMOUNTS = ["999999999999999.9999", "100000000000000.0001", "1234567890123.4567"]
-
-
-def test_amounts_read_back_exactly_or_fail_loudly(db: Any) -> None:
-    """PostgreSQL and MariaDB hold NUMERIC(19, 4) exactly. SQLite keeps NUMERIC
-    as a 64-bit float (15 significant digits): an amount with more digits
-    fails its event with the reason instead of being rounded silently."""
-    events = [
-        order_event(f"evt_{n}", order_id=f"ord_{n}", total=amount, subtotal=f"-{amount}")
-        for n, amount in enumerate(HUGE_AMOUNTS)
-    ]
-    deliver(db.engine, *events)
-    if db.kind == "sqlite":
-        apply_all(db.engine)
-        assert rows(db.engine, "orders") == []
-        failed = [row for row in rows(db.engine, "events") if row["status"] == "failed"]
-        assert len(failed) == len(events)
-        assert all("more than 15 digits" in row["last_error"] for row in failed)
-        assert all(row["attempts"] == 1 for row in failed)
-        # Fifteen digits are held exactly.
-        db.reset()
-        deliver(db.engine, order_event("evt_ok", order_id="ord_ok", total="99999999999.9999"))
-        assert apply_all(db.engine).applied == 1
-        assert rows(db.engine, "orders")[0]["total"] == D("99999999999.9999")
-        return
-    assert apply_all(db.engine).applied == len(events)
-    for amount, row in zip(HUGE_AMOUNTS, rows(db.engine, "orders"), strict=True):
-        assert (row["total"], row["subtotal"]) == (D(amount), -D(amount))
-
-
-def test_timestamps_read_back_as_aware_utc_instants(db: Any) -> None:
-    events = money_orders()
-    deliver(db.engine, *events)
-    apply_all(db.engine)
-    for event, row in zip(events, rows(db.engine, "orders"), strict=True):
-        spelled = event["data"]["updated_at"]
-        instant = datetime.fromisoformat(spelled.replace("Z", "+00:00"))
-        if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=UTC)  # naive means UTC
-        for column in ("created_at", "updated_at"):
-            assert row[column].utcoffset() == timedelta(0)
-            assert row[column] == instant
-            assert row[column].tzinfo is not None
-    assert_all_times_utc(snapshot(db.engine))
-    [first] = [row for row in rows(db.engine, "events") if row["id"] == "evt_000"]
-    assert first["created_at"] == utc_at(0) and first["received_at"].utcoffset() == timedelta(0)

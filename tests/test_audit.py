@@ -19,12 +19,12 @@ from sqlalchemy import delete, insert, select, update
 from syncd.audit import AuditReport, audit_store
 from syncd.config import StoreConfig
 from syncd.db.models import Customer, Event, Order, OrderRefund, OrderRefundLineItem, metadata
-from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.reconcile import sync_resource
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import SimulatedStore
 from tests.conftest import TestDatabase
+from tests.support import truth_problems
 
 KEY = "sk_test_audit"
 STORE = StoreConfig("default")
@@ -151,7 +151,7 @@ def test_each_damage_is_found_under_its_kind_and_repair_restores_the_truth(
     assert repaired.repaired == 6  # 4 orders and a customer from the list, the ghost by id
     truth = shop.truth()
     # The ghost order is kept, marked deleted (rows are never removed).
-    problems = compare_with_truth(db.engine, "default", truth.orders, truth.customers)
+    problems = truth_problems(db.engine, truth)
     assert problems == ["1 orders in the database that the store does not have"]
     with db.engine.connect() as conn:
         assert conn.scalar(select(Order.deleted).where(Order.id == "ord_ghost")) is True

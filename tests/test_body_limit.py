@@ -18,9 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from test_receiver import daemon, order_event, stored
 
 from syncd.receiver import DRAIN_FACTOR
+from tests.factories import order_event
+from tests.support import daemon, stored
 
 MB = 1_000_000
 DEFAULT_LIMIT = 1_048_576

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import IN_CI, MARIADB_ADMIN_URL, PG_ADMIN_URL
-from tests.test_cli import syncd
+from tests.support import run_syncd
 
 PASSWORD = "Sekr3t-pa55word"
 COMMANDS = (
@@ -100,7 +100,7 @@ def test_every_command_says_what_is_wrong_with_the_database_in_one_line(
         pytest.skip(f"!!! SKIPPED: {case.split('-')[0]} test server unavailable")
     env = {"SYNCD_DATABASE_URL": url, "SYNCD_PORT": "0", **API}
     for command in COMMANDS:
-        result = syncd(*command, env=env, cwd=tmp_path)
+        result = run_syncd(*command, env=env, cwd=tmp_path)
         where = f"{case}: syncd {' '.join(command)}"
         assert result.returncode == 1, (where, result.stderr)
         line = _one_line(result.stderr)
@@ -122,7 +122,7 @@ def test_serve_before_db_upgrade_leaves_no_empty_sqlite_file(tmp_path: Path) -> 
     database = tmp_path / "new.db"
     env = {"SYNCD_DATABASE_URL": f"sqlite:///{database}", "SYNCD_PORT": "0"}
     for command in (("serve",), ("status",), ("replay",)):
-        result = syncd(*command, env=env, cwd=tmp_path)
+        result = run_syncd(*command, env=env, cwd=tmp_path)
         assert result.returncode == 1
         line = _one_line(result.stderr)
         assert line == (
@@ -144,7 +144,7 @@ def test_a_url_of_the_wrong_shape_is_one_line_naming_the_variable(
     url: str, expected: str, tmp_path: Path
 ) -> None:
     for command in (("db", "upgrade"), ("serve",), ("status",)):
-        result = syncd(*command, env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
+        result = run_syncd(*command, env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         line = _one_line(result.stderr)
         assert line.startswith("syncd: SYNCD_DATABASE_URL: "), line
@@ -207,7 +207,7 @@ def test_a_user_without_rights_is_told_so_by_db_upgrade(kind: str, tmp_path: Pat
     try:
         host, port = (PG_HOST, PG_PORT) if kind == "postgresql" else (MARIA_HOST, MARIA_PORT)
         raw = f"{kind}://{name}@{host}:{port}/{name}"
-        result = syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": raw}, cwd=tmp_path)
+        result = run_syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": raw}, cwd=tmp_path)
         assert result.returncode == 1
         line = _one_line(result.stderr)
         assert line.startswith("syncd: cannot use the database"), line

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from test_cli import syncd
 
 from syncd.db.engine import head_revision, migrations_dir, upgrade
+from tests.support import run_syncd
 
 
 def _revisions() -> list[str]:
@@ -26,13 +26,13 @@ def test_db_upgrade_names_the_migrations_it_applied(
     assert len(revisions) >= 2
     # Part of the way in code, the rest by the command: only the rest is named.
     upgrade(url, revisions[-2])
-    first = syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
+    first = run_syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     assert lines[0] == "applied 1 migration(s):"
     assert lines[1].split()[0] == revisions[-1]
     assert lines[-1] == f"the database schema is at head ({head_revision()})"
-    again = syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
+    again = run_syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout == (
         f"nothing to do: the database schema is already at head ({head_revision()})\n"
@@ -41,7 +41,7 @@ def test_db_upgrade_names_the_migrations_it_applied(
 
 def test_db_upgrade_on_an_empty_database_lists_every_migration(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
-    result = syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
+    result = run_syncd("db", "upgrade", env={"SYNCD_DATABASE_URL": url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     revisions = _revisions()

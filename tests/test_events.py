@@ -18,40 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine, select
-from support import serving, wait_for
-from test_ops import API_KEY, EMAIL_A, StubApi, captured_logs, order_event, settings_for
 
 from syncd import inbox
 from syncd.app import create_app
 from syncd.cli import main
 from syncd.db.models import Event, Order
 from syncd.ops import status
-from syncd.shoperti import wire
-
-__all__ = ["captured_logs"]  # the fixture, shared with test_ops
-
-
-def put(
-    engine: Engine,
-    event: dict[str, Any],
-    *,
-    state: str,
-    minutes_ago: float = 0,
-    verified: bool = False,
-    attempts: int = 0,
-    error: str | None = None,
-) -> None:
-    now = inbox.utcnow() - timedelta(minutes=minutes_ago)
-    row = inbox.event_row("default", wire.parse_event(event), source="webhook", verified=verified)
-    row.update(
-        status=state,
-        received_at=now,
-        processed_at=None if state == "pending" else now,
-        attempts=attempts,
-        last_error=error,
-    )
-    with engine.begin() as conn:
-        inbox.put(conn, [row])
+from tests.factories import EMAIL_A, posted_order
+from tests.support import STUB_API_KEY, StubApi, put_event, serving, settings_for, wait_for
 
 
 def rows(engine: Engine) -> dict[str, Any]:
@@ -82,16 +56,18 @@ def test_list_show_and_retry(
     for name in ("SYNCD_API_URL", "SYNCD_API_KEY", "SYNCD_CONFIG", "SYNCD_STORE"):
         monkeypatch.delenv(name, raising=False)
     note = "gift wrap for Ana, leave at the door"
-    failing = order_event("evt_f1", "o1")
+    failing = posted_order("evt_f1", "o1")
     failing["data"]["note"] = note
-    put(db.engine, failing, state="failed", minutes_ago=5, verified=True, attempts=8,
+    put_event(db.engine, failing, state="failed", minutes_ago=5, verified=True, attempts=8,
         error=f"data.total: not a decimal amount ({EMAIL_A})")  # fmt: skip
-    put(db.engine, order_event("evt_f2", "o2", event_type="order.paid"), state="failed",
+    put_event(db.engine, posted_order("evt_f2", "o2", event_type="order.paid"), state="failed",
         minutes_ago=4, verified=True, attempts=3, error="database error: deadlock")  # fmt: skip
-    put(db.engine, order_event("evt_r1", "o3"), state="rejected", minutes_ago=3, attempts=1,
+    put_event(db.engine, posted_order("evt_r1", "o3"), state="rejected", minutes_ago=3, attempts=1,
         verified=True, error="the API does not know this event id")  # fmt: skip
-    put(db.engine, order_event("evt_a1", "o4"), state="applied", minutes_ago=2, verified=True)
-    put(db.engine, order_event("evt_p1", "o5"), state="pending", minutes_ago=1)
+    put_event(
+        db.engine, posted_order("evt_a1", "o4"), state="applied", minutes_ago=2, verified=True
+    )
+    put_event(db.engine, posted_order("evt_p1", "o5"), state="pending", minutes_ago=1)
 
     # list: newest first, the columns an operator needs, no payload, no e-mail.
     code, out = syncd(capsys, monkeypatch, db.url, "list")
@@ -173,8 +149,8 @@ def test_list_show_and_retry(
 
 def test_status_advice_names_the_events_commands(db: Any) -> None:
     settings = settings_for(db.url)
-    put(db.engine, order_event("evt_f", "of"), state="failed")
-    put(db.engine, order_event("evt_r", "or"), state="rejected")
+    put_event(db.engine, posted_order("evt_f", "of"), state="failed")
+    put_event(db.engine, posted_order("evt_r", "or"), state="rejected")
     entry = status.collect(db.engine, settings)[0]
     assert entry["problems"] == [
         "1 failed event(s): see `syncd events list --status failed --store default`, fix the "
@@ -191,8 +167,12 @@ def test_retried_events_are_applied_by_the_next_daemon_and_by_a_running_one(
     fixed in place) is applied once retried, with or without a daemon running."""
     for name in ("SYNCD_API_URL", "SYNCD_API_KEY", "SYNCD_CONFIG", "SYNCD_STORE"):
         monkeypatch.delenv(name, raising=False)
-    put(db.engine, order_event("evt_1", "o1"), state="failed", attempts=8, error="was broken")
-    put(db.engine, order_event("evt_2", "o2"), state="failed", attempts=8, error="was broken")
+    put_event(
+        db.engine, posted_order("evt_1", "o1"), state="failed", attempts=8, error="was broken"
+    )
+    put_event(
+        db.engine, posted_order("evt_2", "o2"), state="failed", attempts=8, error="was broken"
+    )
 
     # No daemon: retry, then start one; it applies the event.
     code, out = syncd(capsys, monkeypatch, db.url, "retry", "--id", "evt_1")
@@ -218,14 +198,14 @@ def test_a_retried_rejected_event_is_verified_again_and_giving_up_logs_one_warni
     monkeypatch: pytest.MonkeyPatch,
     captured_logs: io.StringIO,
 ) -> None:
-    api = StubApi(API_KEY)
-    late = order_event("evt_late", "o-late")  # the API did not know it yet when posted
-    unknown = order_event("evt_unknown", "o-unknown")
-    broken = order_event("evt_broken", "o-broken", email=EMAIL_A)
+    api = StubApi(STUB_API_KEY)
+    late = posted_order("evt_late", "o-late")  # the API did not know it yet when posted
+    unknown = posted_order("evt_unknown", "o-unknown")
+    broken = posted_order("evt_broken", "o-broken", email=EMAIL_A)
     broken["data"]["total"] = "not money"
     api.events["evt_broken"] = broken
     with serving(api.app()) as api_base:
-        env = {"SYNCD_API_URL": f"{api_base}/v1", "SYNCD_API_KEY": API_KEY}
+        env = {"SYNCD_API_URL": f"{api_base}/v1", "SYNCD_API_KEY": STUB_API_KEY}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = settings_for(db.url, **env, SYNCD_RECONCILE_INTERVAL="0")

@@ -11,19 +11,19 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from test_cli import syncd
 
 from syncd.simulator.cli import build_parser
+from tests.support import run_syncd
 
 
 def _help(*args: str, tmp_path: Path) -> str:
-    result = syncd(*args, "--help", env={}, cwd=tmp_path)
+    result = run_syncd(*args, "--help", env={}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return " ".join(result.stdout.split())  # argparse wraps lines
 
 
 def test_version(tmp_path: Path) -> None:
-    result = syncd("--version", env={}, cwd=tmp_path)
+    result = run_syncd("--version", env={}, cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.strip() == f"syncd {version('syncd')}"
 

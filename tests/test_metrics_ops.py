@@ -9,20 +9,19 @@ from importlib import metadata
 from typing import Any
 
 import pytest
-from support import serving
-from test_events import put
-from test_ops import API_KEY, order_event, sample, scrape, settings_for
 
 from syncd import inbox
 from syncd.app import create_app
 from syncd.state import LAST_RUN, write_state
+from tests.factories import posted_order
+from tests.support import STUB_API_KEY, put_event, sample, scrape, serving, settings_for
 
 
 def test_build_info_oldest_pending_age_and_last_reconcile_success(db: Any) -> None:
     settings = settings_for(
         db.url,
         SYNCD_API_URL="http://127.0.0.1:9/v1",  # never called: no worker, no scheduler
-        SYNCD_API_KEY=API_KEY,
+        SYNCD_API_KEY=STUB_API_KEY,
         SYNCD_RECONCILE_INTERVAL="600",
     )
     app = create_app(settings, db.engine, run_worker=False, run_scheduler=False)
@@ -34,9 +33,9 @@ def test_build_info_oldest_pending_age_and_last_reconcile_success(db: Any) -> No
         assert "syncd_reconcile_last_success_timestamp_seconds{" not in text  # none yet
         assert sample(empty, "syncd_reconcile_interval_seconds", store="default") == 600
 
-        put(db.engine, order_event("evt_old", "o1"), state="pending", minutes_ago=7)
-        put(db.engine, order_event("evt_new", "o2"), state="pending", minutes_ago=1)
-        put(db.engine, order_event("evt_done", "o3"), state="applied", minutes_ago=60)
+        put_event(db.engine, posted_order("evt_old", "o1"), state="pending", minutes_ago=7)
+        put_event(db.engine, posted_order("evt_new", "o2"), state="pending", minutes_ago=1)
+        put_event(db.engine, posted_order("evt_done", "o3"), state="applied", minutes_ago=60)
         succeeded = inbox.utcnow() - timedelta(minutes=20)
         write_state(
             db.engine,

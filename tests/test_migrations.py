@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,7 @@ from syncd.errors import SchemaNotAtHead
 from syncd.inbox import event_row, put
 from syncd.shoperti import wire
 from syncd.vocabulary import EventSource, EventStatus
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
@@ -55,7 +53,7 @@ def test_alembic_cli_from_repo_root(fresh_database: Callable[[str], str]) -> Non
     alembic = [sys.executable, "-m", "alembic"]
     for args in (["upgrade", "head"], ["check"], ["current"]):
         result = subprocess.run(
-            [*alembic, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+            [*alembic, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stderr
     assert head_revision() in result.stdout
@@ -70,7 +68,7 @@ def test_every_table_and_column_has_a_comment() -> None:
 
 
 def test_data_dictionary_is_current() -> None:
-    committed = (ROOT / "docs" / "data-dictionary.md").read_text(encoding="utf-8")
+    committed = (REPO / "docs" / "data-dictionary.md").read_text(encoding="utf-8")
     assert committed == render(), "run: syncd db dictionary > docs/data-dictionary.md"
 
 

@@ -15,100 +15,36 @@ import re
 import socket
 import subprocess
 import sys
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, select
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from support import serving, wait_for
 
 from syncd import inbox
 from syncd.app import create_app
-from syncd.config import Settings, load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable
 from syncd.ops import logs, request_id, status
 from syncd.shoperti import wire
 from syncd.state import EVENTS_CURSOR, LAST_RUN, write_state
+from tests.factories import EMAIL_A, EMAIL_B, posted_order
+from tests.support import (
+    STUB_API_KEY,
+    Samples,
+    StubApi,
+    sample,
+    scrape,
+    serving,
+    settings_for,
+    wait_for,
+)
 
-EMAIL_A = "ana.lopez.ops@example.mx"
-EMAIL_B = "beto.ruiz.ops@correo.example.com"
-API_KEY = "sk_live_ops_5c2f9e1d7a"
 WEBHOOK_SECRET = "whsec_ops_0b9d3e7f41"
-
-
-def order_event(
-    event_id: str,
-    order_id: str,
-    *,
-    updated_at: str = "2026-03-01T10:00:00-06:00",
-    items: int = 2,
-    event_type: str = "order.created",
-    email: str = EMAIL_A,
-) -> dict[str, Any]:
-    """An order event as Shoperti posts it, with ``items`` line items."""
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": event_type,
-        "created_at": updated_at,
-        "data": {
-            "id": order_id,
-            "number": zlib.crc32(order_id.encode()) % 100_000,  # the same in every run
-            "status": "open",
-            "financial_status": "paid",
-            "currency": "MXN",
-            "total": "100.50",
-            "email": email,
-            "customer": {"id": f"cus-{order_id}", "email": email, "first_name": "Ana"},
-            "line_items": [
-                {
-                    "id": f"{order_id}-li-{n}",
-                    "sku": f"SKU-{n}",
-                    "quantity": n + 1,
-                    "price": "10.00",
-                    "total": f"{10 * (n + 1)}.00",
-                }
-                for n in range(items)
-            ],
-            "shipping_address": {"first_name": "Ana", "city": "CDMX", "country_code": "MX"},
-            "created_at": "2026-03-01T09:00:00-06:00",
-            "updated_at": updated_at,
-        },
-    }
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(base: str) -> tuple[str, Samples]:
-    """The /metrics text and its samples, read with prometheus-client's own parser."""
-    answer = httpx.get(f"{base}/metrics", timeout=10)
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return answer.text, samples
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def settings_for(url: str, **env: str) -> Settings:
-    return load_settings({"SYNCD_DATABASE_URL": url, **env})
 
 
 # --- /healthz and /readyz ----------------------------------------------------------------
@@ -162,7 +98,7 @@ def test_readyz_and_webhooks_are_503_while_the_database_is_down(url: str) -> Non
                 health = httpx.get(f"{base}/healthz", timeout=30)
                 ready = httpx.get(f"{base}/readyz", timeout=30)
                 webhook = httpx.post(
-                    f"{base}/webhooks/shoperti", json=order_event("evt_down", "o1"), timeout=30
+                    f"{base}/webhooks/shoperti", json=posted_order("evt_down", "o1"), timeout=30
                 )
                 _, samples = scrape(base)
         finally:
@@ -188,7 +124,7 @@ def test_metrics_parse_and_move_as_events_flow(db: Any, tmp_path: Path) -> None:
         "/webhooks/shoperti/shop-a?token=token-a-123456",
         "/webhooks/shoperti/shop-b?token=token-b-123456",
     )
-    malformed = order_event("evt_bad_total", "o-bad")
+    malformed = posted_order("evt_bad_total", "o-bad")
     malformed["data"]["total"] = "not money"
 
     # 1. Receive only (no worker): webhooks are counted, events wait as pending.
@@ -197,14 +133,14 @@ def test_metrics_parse_and_move_as_events_flow(db: Any, tmp_path: Path) -> None:
         _, before = scrape(base)
         assert sample(before, "syncd_webhooks_total", store="shop-a", code="200") is None
         for n in range(3):
-            assert client.post(a, json=order_event(f"evt_a{n}", f"oa{n}")).status_code == 200
-        assert client.post(a, json=order_event("evt_a0", "oa0")).status_code == 200  # duplicate
+            assert client.post(a, json=posted_order(f"evt_a{n}", f"oa{n}")).status_code == 200
+        assert client.post(a, json=posted_order("evt_a0", "oa0")).status_code == 200  # duplicate
         assert client.post(
             a, json={"id": "evt_p", "type": "product.updated", "data": {}}
         ).is_success
         assert client.post(a, json=malformed).status_code == 200
         for n in range(2):
-            assert client.post(b, json=order_event(f"evt_b{n}", f"ob{n}")).status_code == 200
+            assert client.post(b, json=posted_order(f"evt_b{n}", f"ob{n}")).status_code == 200
         assert client.post("/webhooks/shoperti/shop-a?token=nope", json={}).status_code == 401
         assert client.post(a, content=b"[1, 2]").status_code == 400
         assert client.post("/webhooks/shoperti/shop-z", json={}).status_code == 404
@@ -253,70 +189,18 @@ def test_metrics_parse_and_move_as_events_flow(db: Any, tmp_path: Path) -> None:
 # --- logs, and what must never show ---------------------------------------------------------
 
 
-@pytest.fixture
-def captured_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """syncd's logging set up as `syncd` sets it up, at DEBUG (successful webhooks
-    log there), writing JSON lines into a buffer."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    monkeypatch.setattr(logs, "_hidden", set())
-    buffer = io.StringIO()
-    logs.setup("DEBUG", stream=buffer)  # not a terminal: JSON lines; every line there is
-    try:
-        yield buffer
-    finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
-
-
-class StubApi:
-    """The part of Shoperti's API the daemon calls: events by id, empty listings."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.events: dict[str, dict[str, Any]] = {}
-        self.authorizations: set[str] = set()
-
-    def app(self) -> Starlette:
-        def authorized(request: Request) -> bool:
-            given = request.headers.get("authorization", "")
-            self.authorizations.add(given)
-            return given == f"Bearer {self.key}"
-
-        async def one(request: Request) -> Response:
-            if not authorized(request):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-            event = self.events.get(request.path_params["event_id"])
-            if event is None:
-                return JSONResponse({"error": "not found"}, status_code=404)
-            return JSONResponse({"data": event})
-
-        async def listing(request: Request) -> Response:
-            if not authorized(request):
-                return JSONResponse({"error": "unauthorized"}, status_code=401)
-            page = {"total": 0, "count": 0, "per_page": 100, "current_page": 1, "total_pages": 1}
-            return JSONResponse({"data": [], "meta": {"pagination": page}})
-
-        return Starlette(
-            routes=[
-                Route("/v1/events/{event_id}", one),
-                *(Route(f"/v1/{name}", listing) for name in ("events", "orders", "customers")),
-            ]
-        )
-
-
 def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webhook(
     db: Any, captured_logs: io.StringIO
 ) -> None:
-    api = StubApi(API_KEY)
-    known = order_event("evt_known", "o-known", email=EMAIL_A)
+    api = StubApi(STUB_API_KEY)
+    known = posted_order("evt_known", "o-known", email=EMAIL_A)
     known["data"]["note"] = f"call {EMAIL_B}"
     api.events["evt_known"] = known
     leaky_type = {"id": "evt_leak", "type": f"leak.{EMAIL_B}", "data": {"email": EMAIL_B}}
     api.events["evt_leak"] = leaky_type
     posts: list[tuple[str, dict[str, Any], dict[str, str]]] = [
         (f"?token={WEBHOOK_SECRET}", known, {"X-Request-ID": "req-fixed-0001"}),
-        (f"?token={WEBHOOK_SECRET}", order_event("evt_unknown", "o-x", email=EMAIL_B), {}),
+        (f"?token={WEBHOOK_SECRET}", posted_order("evt_unknown", "o-x", email=EMAIL_B), {}),
         (f"?token={WEBHOOK_SECRET}", leaky_type, {"X-Request-ID": f"<{EMAIL_A}>"}),
         (f"?token={EMAIL_A}", known, {}),  # wrong token: 401
         (f"?token={WEBHOOK_SECRET[:-1]}", known, {}),  # almost the token: 401
@@ -325,7 +209,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
         settings = settings_for(
             db.url,
             SYNCD_API_URL=f"{api_base}/v1",
-            SYNCD_API_KEY=API_KEY,
+            SYNCD_API_KEY=STUB_API_KEY,
             SYNCD_WEBHOOK_SECRET=WEBHOOK_SECRET,
             SYNCD_RECONCILE_INTERVAL="3600",
         )
@@ -347,7 +231,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
             metrics_text, _ = scrape(base)
     assert [answer.status_code for answer in answers] == [200, 200, 200, 401, 401]
     # The key was really used, so "not in the logs" means something.
-    assert api.authorizations == {f"Bearer {API_KEY}"}
+    assert api.authorizations == {f"Bearer {STUB_API_KEY}"}
     calls = "syncd_api_calls_total"
     assert (sample(samples, calls, store="default", endpoint="events.get", status="200") or 0) >= 2
     assert sample(samples, calls, store="default", endpoint="events.get", status="404") == 1
@@ -372,7 +256,7 @@ def test_no_secret_or_email_in_logs_metrics_or_status_and_a_request_id_per_webho
         "status": json.dumps(stores) + status.render_text(stores),
     }
     for where, text in shown.items():
-        for value in (API_KEY, WEBHOOK_SECRET, EMAIL_A, EMAIL_B, "Ana", "CDMX"):
+        for value in (STUB_API_KEY, WEBHOOK_SECRET, EMAIL_A, EMAIL_B, "Ana", "CDMX"):
             assert value not in text, f"{value!r} shows in {where}"
         assert logs.EMAIL.search(text) is None, where
 
@@ -485,7 +369,7 @@ def test_status_facts_and_exit_codes(db: Any, capsys: pytest.CaptureFixture[str]
     settings = settings_for(
         db.url,
         SYNCD_API_URL="https://api.example/v1",
-        SYNCD_API_KEY=API_KEY,
+        SYNCD_API_KEY=STUB_API_KEY,
         SYNCD_RECONCILE_INTERVAL="60",
     )
     assert status.print_status(settings, as_json=True) == 0
@@ -494,9 +378,9 @@ def test_status_facts_and_exit_codes(db: Any, capsys: pytest.CaptureFixture[str]
     assert empty["stores"][0]["counts"] == dict.fromkeys(status.STATUSES, 0)
     assert empty["stores"][0]["last_received_at"] is None
 
-    _put(db.engine, order_event("evt_1", "o1"), state="applied", minutes_ago=3)
-    _put(db.engine, order_event("evt_2", "o2"), state="pending", minutes_ago=2)
-    _put(db.engine, order_event("evt_3", "o3"), state="rejected", minutes_ago=1)
+    _put(db.engine, posted_order("evt_1", "o1"), state="applied", minutes_ago=3)
+    _put(db.engine, posted_order("evt_2", "o2"), state="pending", minutes_ago=2)
+    _put(db.engine, posted_order("evt_3", "o3"), state="rejected", minutes_ago=1)
     write_state(db.engine, "default", EVENTS_CURSOR, {"at": "2026-03-01T16:00:00+00:00"})
     _last_run(db.engine, error=None, success_ago=30, found=4)
     assert status.print_status(settings, as_json=True) == 0
@@ -527,11 +411,11 @@ def test_status_facts_and_exit_codes(db: Any, capsys: pytest.CaptureFixture[str]
     capsys.readouterr()
 
     # A failed event needs an operator; its error text (customer data) is not shown.
-    _put(db.engine, order_event("evt_4", "o4"), state="failed")
+    _put(db.engine, posted_order("evt_4", "o4"), state="failed")
     assert status.print_status(settings, as_json=True) == 1
     out = capsys.readouterr().out
     assert json.loads(out)["stores"][0]["counts"]["failed"] == 1
-    assert "failed event(s)" in out and EMAIL_A not in out and API_KEY not in out
+    assert "failed event(s)" in out and EMAIL_A not in out and STUB_API_KEY not in out
 
 
 def test_status_command_exit_codes_and_one_line_errors(
@@ -552,7 +436,7 @@ def test_status_command_exit_codes_and_one_line_errors(
     assert json.loads(healthy.stdout)["stores"][0]["store"] == "default"
     engine = make_engine(url)
     try:
-        _put(engine, order_event("evt_f", "of"), state="failed")
+        _put(engine, posted_order("evt_f", "of"), state="failed")
     finally:
         engine.dispose()
     failing = syncd_status(url)

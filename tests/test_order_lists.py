@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -22,21 +23,19 @@ from syncd import localtime
 from syncd.config import StoreConfig
 from syncd.replay import replay_store
 from syncd.worker import add_and_apply
-from tests.test_apply import (
+from tests.factories import line_item, order_event, placed
+from tests.support import (
     DELIVERIES,
     STORE,
-    D,
     apply_all,
     apply_as,
     deliver,
-    envelope,
     event_status,
-    line_item,
-    order_data,
-    order_event,
     rows,
     snapshot,
 )
+
+D = Decimal
 
 
 def txn(txn_id: str, amount: str = "116.00", **changes: Any) -> dict[str, Any]:
@@ -246,12 +245,6 @@ def test_the_batched_copy_path_takes_many_orders(db: Any) -> None:
 
 
 # --- store-local time ------------------------------------------------------------------
-
-
-def placed(order_id: str, created_at: str, event_id: str | None = None) -> dict[str, Any]:
-    data = order_data(order_id, created_at=created_at, updated_at=0)
-    data["updated_at"] = created_at
-    return envelope(event_id or f"evt_{order_id}", "order.created", 0, data)
 
 
 def local_columns(engine: Engine, store: str) -> dict[str, tuple[Any, Any]]:

@@ -19,12 +19,11 @@ from sqlalchemy import func, select
 
 from syncd.config import load_settings
 from syncd.db.models import Event
-from syncd.demo import compare_with_truth
 from syncd.reconcile import read_state, sync_resource
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
 from tests.conftest import TestDatabase
-from tests.support import wait_for
+from tests.support import truth_problems, wait_for
 
 KEY = "sk_test_paging"
 
@@ -105,7 +104,7 @@ def test_backfill_killed_with_pages_in_flight_resumes_on_the_right_page(
         assert second.returncode == 0, second.stderr
         assert read_state(db.engine, "default", "backfill:orders") is None
         truth = store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         # Every version once: no duplicate events, nothing skipped.
         assert backfill_events(db) == len(truth.orders) + len(truth.customers)
         # The rerun listed the customers again (they had finished) and the
@@ -134,7 +133,7 @@ def test_a_429_storm_is_ridden_out_with_few_refusals_and_nothing_lost(
 
         asyncio.run(backfill())
         truth = store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         assert backfill_events(db) == len(truth.orders) + len(truth.customers)
         pages = 15 + 6
         answers = store.api_answers

@@ -27,79 +27,32 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from support import serving, wait_for
 
-from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import metadata
 from syncd.worker import apply_pending
+from tests.factories import order_event
+from tests.support import assert_error, daemon, serving, stored, wait_for
 
 KINDS = ("sqlite", "postgresql", "mariadb")
 EVENTS = metadata.tables["events"]
 TOKEN = "whsec_9fQ2xL7pTz"
 
 
-def order_event(event_id: str, order_id: str = "ord_1", **changes: Any) -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "object": "event",
-        "type": "order.paid",
-        "created_at": "2026-11-27T18:04:05-06:00",
-        "data": {
-            "id": order_id,
-            "number": 1001,
-            "status": "open",
-            "financial_status": "paid",
-            "currency": "MXN",
-            "total": "116.00",
-            "email": "ana@example.com",
-            "customer": None,
-            "line_items": [{"id": "li_1", "quantity": 1, "price": "100.00", "total": "100.00"}],
-            "updated_at": "2026-11-27T18:04:05-06:00",
-            **changes,
-        },
-    }
-
-
 def body(payload: Any) -> bytes:
     return json.dumps(payload).encode()
-
-
-@contextmanager
-def daemon(
-    url: str, engine: Engine, *, run_worker: bool = True, **env: str
-) -> Iterator[httpx.Client]:
-    """The daemon's app on a free port, and a client for it."""
-    settings = load_settings({"SYNCD_DATABASE_URL": url, **env})
-    app = create_app(settings, engine, run_worker=run_worker, run_scheduler=False)
-    with serving(app) as base, httpx.Client(base_url=base, timeout=10) as client:
-        yield client
-
-
-def stored(engine: Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        found = [dict(row._mapping) for row in conn.execute(EVENTS.select())]
-    return sorted(found, key=lambda row: (row["store"], row["id"]))
 
 
 def statuses(engine: Engine) -> dict[str, str]:
     return {row["id"]: row["status"] for row in stored(engine)}
 
 
-def assert_error(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    reason = response.json()["error"]
-    assert isinstance(reason, str) and reason
-    return reason
-
-
 # --- 200 ---------------------------------------------------------------------------------
 
 
 def test_an_event_is_committed_before_the_200(db: Any) -> None:
-    event = order_event("evt_1")
+    event = order_event("evt_1", type="order.paid")
     with daemon(db.url, db.engine, run_worker=False) as client:
         response = client.post("/webhooks/shoperti", content=body(event))
         assert response.status_code == 200

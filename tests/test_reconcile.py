@@ -8,9 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,79 +16,18 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from syncd.app import create_app
-from syncd.config import Settings, load_settings
+from syncd.config import load_settings
 from syncd.db import dialect
 from syncd.db.models import Customer, Event, Order
-from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
-from syncd.reconcile import RunReport, reconcile_store, sync_resource
+from syncd.reconcile import sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
-from syncd.simulator import Faults, SimulatedStore
+from syncd.simulator import Faults
 from syncd.state import EVENTS_CURSOR, read_state
 from syncd.worker import apply_pending
 from tests.conftest import TestDatabase
-from tests.support import free_port, serving, wait_for
-
-KEY = "sk_test_reconcile"
-TOKEN = "tok-reconcile"
-
-
-@dataclass
-class Rig:
-    store: SimulatedStore
-    settings: Settings
-    url: str  # the daemon's base URL
-
-    def reconcile(self, db: TestDatabase, **kwargs: Any) -> RunReport:
-        async def run() -> RunReport:
-            config = self.settings.store()
-            async with ShopertiClient(self.store.api_url, KEY) as client:
-                return await reconcile_store(db.engine, self.settings, config, client, **kwargs)
-
-        return asyncio.run(run())
-
-
-def env_for(db: TestDatabase, api_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "SYNCD_DATABASE_URL": db.url,
-        "SYNCD_API_URL": api_url,
-        "SYNCD_API_KEY": KEY,
-        "SYNCD_WEBHOOK_SECRET": TOKEN,
-        "SYNCD_RECONCILE_INTERVAL": "0",
-        **extra,
-    }
-
-
-@contextmanager
-def rig(
-    db: TestDatabase,
-    *,
-    faults: Faults | None = None,
-    webhooks: bool = True,
-    retention: float = 30 * 86400,
-    seed: int = 11,
-    **env: str,
-) -> Iterator[Rig]:
-    port = free_port()
-    hook = f"http://127.0.0.1:{port}/webhooks/shoperti?token={TOKEN}" if webhooks else None
-    store = SimulatedStore(
-        seed=seed,
-        api_key=KEY,
-        webhook_url=hook,
-        faults=faults,
-        time_scale=1 / 36000,
-        retention_seconds=retention,
-    )
-    api_url = store.start_in_thread()
-    try:
-        settings = load_settings(env_for(db, api_url, **env))
-        app = create_app(settings, db.engine, run_scheduler=False)
-        with serving(app, port=port) as base:
-            yield Rig(store, settings, base)
-    finally:
-        store.stop_thread()
+from tests.support import RIG_KEY, RIG_TOKEN, all_applied, rig, rig_env, truth_problems, wait_for
 
 
 def count(db: TestDatabase, *where: Any) -> int:
@@ -102,10 +38,6 @@ def count(db: TestDatabase, *where: Any) -> int:
 def ids(db: TestDatabase, *where: Any) -> set[str]:
     with db.engine.connect() as conn:
         return set(conn.scalars(select(Event.id).where(*where)))
-
-
-def all_applied(db: TestDatabase) -> bool:
-    return count(db, Event.status == "pending") == 0
 
 
 def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
@@ -126,7 +58,7 @@ def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
         assert ids(db, Event.source == "reconcile", Event.snapshot.is_(False)) == lost
         wait_for(lambda: all_applied(db), message="reconciled events applied")
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         # Every event is stored once, whatever the duplicates.
         assert count(db, Event.snapshot.is_(False)) == len(r.store.events)
         # A second pass finds nothing new and moves the cursor forward.
@@ -140,7 +72,7 @@ def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
         with db.engine.begin() as conn:
             conn.execute(Order.__table__.update().where(Order.id == some_order).values(total=0))
             conn.execute(Customer.__table__.delete().where(Customer.id == some_customer))
-        problems = compare_with_truth(db.engine, "default", truth.orders, truth.customers)
+        problems = truth_problems(db.engine, truth)
         assert f"order {some_order}: total differs" in problems
         assert f"customer {some_customer} missing" in problems
 
@@ -171,7 +103,7 @@ def test_a_gap_longer_than_retention_is_recovered_by_resource_sync(db: TestDatab
         assert report.resources_seen["orders"] >= 30
         wait_for(lambda: all_applied(db), message="snapshot events applied")
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         assert count(db, Event.source == "backfill") > 0
 
 
@@ -187,7 +119,7 @@ def test_forged_events_never_reach_the_tables_in_api_mode(db: TestDatabase) -> N
             "data": {**real["data"], "id": "order_forged", "total": "99999.00"},
         }
         other_type = {**real, "type": "order.refunded"}
-        hook = f"{r.url}/webhooks/shoperti?token={TOKEN}"
+        hook = f"{r.url}/webhooks/shoperti?token={RIG_TOKEN}"
         with httpx.Client() as http:
             for body in (unknown, forged_copy):
                 assert http.post(hook, json=body).status_code == 200
@@ -237,7 +169,7 @@ def test_backfill_interrupted_half_way_resumes_without_duplicates(db: TestDataba
                 ):
                     raise Interrupt
 
-            async with ShopertiClient(r.store.api_url, KEY) as client:
+            async with ShopertiClient(r.store.api_url, RIG_KEY) as client:
                 for resource in ("customers", "orders"):
                     await sync_resource(
                         db.engine,
@@ -258,7 +190,7 @@ def test_backfill_interrupted_half_way_resumes_without_duplicates(db: TestDataba
         asyncio.run(backfill(stop_after_pages=None))
         assert read_state(db.engine, "default", "backfill:orders") is None
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
         total = count(db, Event.source == "backfill")
         assert total == len(truth.orders) + len(truth.customers)
         assert half < total
@@ -276,7 +208,7 @@ def test_backfill_command_killed_and_run_again(sqlite_db: TestDatabase, tmp_path
         # More orders than one apply batch (1,000), so that a checkpoint
         # commits while the listing is still under way.
         r.store.generate_history(orders=2500, days=30)
-        env = {**os.environ, **env_for(db, r.store.api_url)}
+        env = {**os.environ, **rig_env(db, r.store.api_url)}
         command = [sys.executable, "-m", "syncd", "backfill"]
         first = subprocess.Popen(
             command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -298,12 +230,12 @@ def test_backfill_command_killed_and_run_again(sqlite_db: TestDatabase, tmp_path
         assert second.returncode == 0, second.stderr
         assert "backfill done" in second.stdout
         truth = r.store.truth()
-        assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+        assert truth_problems(db.engine, truth) == []
 
 
 def test_only_one_process_reconciles_at_a_time(db: TestDatabase, tmp_path: Path) -> None:
     with rig(db, webhooks=False) as r:
-        env = {**os.environ, **env_for(db, r.store.api_url)}
+        env = {**os.environ, **rig_env(db, r.store.api_url)}
         command = [sys.executable, "-m", "syncd", "reconcile"]
         with db.engine.connect() as conn, dialect.session_lock(conn, "reconcile:default") as got:
             assert got
@@ -333,7 +265,7 @@ def test_transient_api_failures_leave_events_pending_then_verified(db: TestDatab
         event = r.store.events[0]
         r.store.set_api_faults(Faults(api_5xx_rate=1.0))
         with httpx.Client() as http:
-            answer = http.post(f"{r.url}/webhooks/shoperti?token={TOKEN}", json=event)
+            answer = http.post(f"{r.url}/webhooks/shoperti?token={RIG_TOKEN}", json=event)
         assert answer.status_code == 200
         wait_for(lambda: count(db, Event.attempts > 0), message="a failed verification")
         with db.engine.connect() as conn:

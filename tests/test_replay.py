@@ -13,28 +13,30 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, delete, insert, update
-from test_apply import (
-    REFUSED_SKU,
-    STORE,
-    apply_all,
-    customer_data,
-    customer_event,
-    database_refusing,
-    deliver,
-    envelope,
-    event_status,
-    line_item,
-    order_event,
-    rows,
-    snapshot,
-    sparse_delete,
-)
 
 from syncd.config import Secret, StoreConfig
 from syncd.db.models import Event, metadata
 from syncd.replay import replay_store
 from syncd.shoperti import wire
 from syncd.worker import Verified, VerifyLater, record_verdicts
+from tests.factories import (
+    customer_data,
+    customer_event,
+    envelope,
+    line_item,
+    order_event,
+    sparse_delete,
+)
+from tests.support import (
+    REFUSED_SKU,
+    STORE,
+    apply_all,
+    database_refusing,
+    deliver,
+    event_status,
+    rows,
+    snapshot,
+)
 
 T = metadata.tables
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from test_cli import syncd
 
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Order
 from syncd.simulator import SimulatedStore
+from tests.support import run_syncd
 
 API_KEY = "sk_selection_test"
 
@@ -58,22 +58,22 @@ def test_every_command_without_store_covers_all_stores(
     tmp_path: Path, store: SimulatedStore, names: tuple[str, ...]
 ) -> None:
     env = _config(tmp_path, store.api_url, *names)
-    backfill = syncd("backfill", env=env, cwd=tmp_path)
+    backfill = run_syncd("backfill", env=env, cwd=tmp_path)
     assert backfill.returncode == 0, backfill.stderr
     for name in names:
         assert f"{name}: backfill done" in backfill.stdout, backfill.stdout
     assert _orders(env) == dict.fromkeys(names, 12)
     for command in ("reconcile", "replay", "status"):
-        result = syncd(command, env=env, cwd=tmp_path)
+        result = run_syncd(command, env=env, cwd=tmp_path)
         assert result.returncode == 0, (command, result.stderr)
         for name in names:
             assert name in result.stdout, (command, result.stdout)
     # --store still picks one, and an unknown name is one line listing the known ones.
-    one = syncd("backfill", "--store", names[-1], env=env, cwd=tmp_path)
+    one = run_syncd("backfill", "--store", names[-1], env=env, cwd=tmp_path)
     assert one.returncode == 0, one.stderr
     done = [line.split(":")[0] for line in one.stdout.splitlines() if "backfill done" in line]
     assert done == [names[-1]]
-    unknown = syncd("backfill", "--store", "default", env=env, cwd=tmp_path)
+    unknown = run_syncd("backfill", "--store", "default", env=env, cwd=tmp_path)
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == (
         f"syncd: --store: unknown store 'default' (configured: {', '.join(sorted(names))})"

@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from test_apply import STORE, order_row
-from test_receiver import assert_error, daemon, order_event
 
 from syncd.config import load_settings
 from syncd.db.models import Event
@@ -20,16 +18,11 @@ from syncd.reconcile import reconcile_store, sync_resource
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.state import write_state
+from tests.factories import nested, order_event
+from tests.support import STORE, assert_error, daemon, order_row
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_unstorable"
-
-
-def nested(depth: int) -> Any:
-    value: Any = "bottom"
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 def deep_order_event(event_id: str, depth: int) -> dict[str, Any]:
@@ -45,14 +38,6 @@ def events_in(engine: Any) -> dict[str, tuple[str, str | None]]:
 def page(items: list[dict[str, Any]]) -> httpx.Response:
     meta = {"pagination": {"total": len(items), "current_page": 1, "total_pages": 1}}
     return httpx.Response(200, content=json.dumps({"data": items, "meta": meta}))
-
-
-def test_json_depth_limits() -> None:
-    assert wire.json_depth(nested(3)) == 3
-    assert wire.json_depth({"a": [1, {"b": []}], "c": {}}) == 4
-    assert wire.unstorable(nested(wire.MAX_JSON_DEPTH)) is None
-    reason = wire.unstorable(nested(wire.MAX_JSON_DEPTH + 1))
-    assert reason is not None and str(wire.MAX_JSON_DEPTH) in reason
 
 
 def test_the_receiver_refuses_what_it_cannot_store(db: Any) -> None:

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
-from test_apply import BASE, STORE, apply_all, deliver, order_data, order_row, rows
 
 from syncd.apply import SNAPSHOT_MARGIN
 from syncd.config import StoreConfig
@@ -26,6 +25,8 @@ from syncd.replay import replay_store
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.worker import add_and_apply
+from tests.factories import BASE, order_data
+from tests.support import STORE, apply_all, deliver, order_row, rows
 
 API = "https://api.example.test/v1"
 KEY = "sk_test_versions"

@@ -1,4 +1,5 @@
-"""The wire parser's readers, where a fast path stands in for the general one."""
+"""The wire parser: its readers, where a fast path stands in for the general one,
+its NUL scrubbing and its JSON depth limit. Pure: no database."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from syncd.errors import WireError
 from syncd.shoperti import wire
+from tests.factories import nested
 
 
 def _read(read: object, value: object) -> str:
@@ -192,3 +194,24 @@ def test_list_texts_and_ids_read_as_the_general_readers_read_them(value: object)
         fast = _read(lambda v, field: fast_read({"k": v}, "k", "x"), value)  # noqa: B023
         general = _read(lambda v, field: general_read(v, "x.k"), value)  # noqa: B023
         assert fast == general
+
+
+def test_nul_scrubbing_changes_only_nul_characters() -> None:
+    clean = {"note": "sin nulos", "n": [1, 2.5, None, True]}
+    assert wire.scrub_nul(clean) is clean  # nothing to replace: the very same object
+    # A backslash followed by "u0000" is six ordinary characters, kept as they are.
+    literal = {"note": "C:\\u0000 is six characters"}
+    assert wire.scrub_nul(literal) == {"note": "C:\\u0000 is six characters"}
+    # Integers beyond 64 bits are not plain JSON for the fast check: walked instead.
+    walked = {"big": 2**70, "deep": [{"k\u0000": "v\u0000"}]}
+    assert wire.scrub_nul(walked) == {"big": 2**70, "deep": [{"k\ufffd": "v\ufffd"}]}
+    assert wire.scrub_nul(["\u0000", "x"]) == ["\ufffd", "x"]
+    assert wire.scrub_nul("a\u0000") == "a\ufffd"
+
+
+def test_json_depth_limits() -> None:
+    assert wire.json_depth(nested(3)) == 3
+    assert wire.json_depth({"a": [1, {"b": []}], "c": {}}) == 4
+    assert wire.unstorable(nested(wire.MAX_JSON_DEPTH)) is None
+    reason = wire.unstorable(nested(wire.MAX_JSON_DEPTH + 1))
+    assert reason is not None and str(wire.MAX_JSON_DEPTH) in reason

@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from test_apply import STORE, deliver, order_event, snapshot
 
 from syncd import worker_process
 from syncd.config import load_settings
 from syncd.db.models import Event
 from syncd.worker import apply_pending
 from syncd.worker_process import ApplyProcess
+from tests.factories import order_event
+from tests.support import STORE, deliver, snapshot
 
 
 def statuses(db: Any) -> dict[str, str]:

@@ -28,25 +28,27 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import (
-    SyncdServe,
-    TcpProxy,
-    event_counts,
-    event_ids,
-    settled,
-    syncd_env,
-)
 from sqlalchemy import Engine, select
-from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.models import Event, metadata
-from syncd.demo import compare_with_truth
 from syncd.reconcile import RunReport, exclusive, reconcile_store
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
 from syncd.state import EVENTS_CURSOR, read_state
+from tests.support import (
+    SyncdServe,
+    TcpProxy,
+    assert_equals_truth,
+    event_counts,
+    event_ids,
+    free_port,
+    serving,
+    settled,
+    syncd_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -97,13 +99,6 @@ def reconcile_once(engine: Engine, url: str, api_url: str, **env: str) -> RunRep
             return await reconcile_store(engine, settings, settings.store(), client, apply_now=True)
 
     return asyncio.run(run())
-
-
-def assert_equals_truth(engine: Engine, store: SimulatedStore) -> None:
-    wait_for(lambda: settled(engine), timeout=30, message="no pending event left")
-    truth = store.truth()
-    problems = compare_with_truth(engine, STORE, truth.orders, truth.customers)
-    assert problems == [], problems[:20]
 
 
 def serve_env(url: str, store: SimulatedStore, port: int, **extra: str) -> dict[str, str]:

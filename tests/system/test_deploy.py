@@ -33,18 +33,17 @@ import pymysql
 import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
-from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import Settings, load_settings
 from syncd.connections import connection_cap
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event, metadata
+from tests.support import REPO, free_port, serving, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
+DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "syncd.service"
-GUIDE = ROOT / "docs" / "deploy.md"
+GUIDE = REPO / "docs" / "deploy.md"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_HOST, PG_PORT, PG_ADMIN = "127.0.0.1", 5432, "postgres"
 MY_HOST, MY_PORT, MY_ADMIN = "127.0.0.1", 3306, "root"
@@ -190,7 +189,7 @@ def test_unit_sets_an_open_file_limit_that_syncd_cannot_raise_itself() -> None:
 
 
 def variables_syncd_reads() -> set[str]:
-    source = (ROOT / "syncd" / "config.py").read_text()
+    source = (REPO / "syncd" / "config.py").read_text()
     names = set(re.findall(r'"(SYNCD_[A-Z_]+)"', source))
     secrets = set(re.findall(r'secret\("(SYNCD_[A-Z_]+)"', source))
     return names | {f"{name}_FILE" for name in secrets}

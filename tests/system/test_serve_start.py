@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
-from test_cli import syncd
+
+from tests.support import daemon, run_syncd, syncd_serving
 
 
 def _env(db: Any, **more: str) -> dict[str, str]:
@@ -40,26 +37,15 @@ def test_serve_warns_once_per_store_without_a_webhook_secret(
         complete = text[: text.rfind("\n") + 1]  # not a line still being written
         return [json.loads(line) for line in complete.splitlines() if line.startswith("{")]
 
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "serve"],
-            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
-    try:
-        wait_for(
-            lambda: (
-                process.poll() is not None or any(r["event"] == "serve.ready" for r in records())
-            ),
-            timeout=90,
-            message="serve.ready",
-        )
-        assert process.poll() is None, log_path.read_text()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=90) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
+    with syncd_serving(
+        env,
+        log_path,
+        cwd=tmp_path,
+        until=lambda: any(r["event"] == "serve.ready" for r in records()),
+        timeout=90,
+        stop_timeout=90,
+    ) as daemon:
+        assert daemon.terminate(timeout=90) == 0
     logged = records()
     warnings = [r for r in logged if r["event"] == "serve.no_webhook_secret"]
     assert [(r["level"], r["store"]) for r in warnings] == [("warning", "open")]
@@ -72,7 +58,7 @@ def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> No
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = syncd("serve", env=_env(sqlite_db, SYNCD_PORT=str(port)), cwd=tmp_path)
+        result = run_syncd("serve", env=_env(sqlite_db, SYNCD_PORT=str(port)), cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -83,8 +69,6 @@ def test_serve_on_a_taken_port_is_one_line(sqlite_db: Any, tmp_path: Path) -> No
 def test_refused_webhooks_are_logged_with_their_reason(
     sqlite_db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from test_receiver import daemon
-
     caplog.set_level(logging.WARNING, logger="syncd.receiver")
     with daemon(sqlite_db.url, sqlite_db.engine, run_worker=False) as client:
         assert client.post("/webhooks/shoperti", content=b"[1, 2]").status_code == 400

@@ -13,12 +13,11 @@ from sqlalchemy import func, select
 from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.models import Event, OrderLineItem
-from syncd.demo import compare_with_truth
 from syncd.inbox import utcnow
 from syncd.simulator import Faults, SimulatedStore
 from syncd.state import EVENTS_CURSOR, write_state
 from tests.conftest import TestDatabase
-from tests.support import free_port, serving, wait_for
+from tests.support import free_port, serving, truth_problems, wait_for
 
 TOKEN = "tok-burst"
 
@@ -58,7 +57,7 @@ def test_a_burst_of_webhooks_ends_equal_to_the_store(db: TestDatabase) -> None:
     finally:
         store.stop_thread()
     truth = store.truth()
-    assert compare_with_truth(db.engine, "default", truth.orders, truth.customers) == []
+    assert truth_problems(db.engine, truth) == []
     with db.engine.connect() as conn:
         stored = conn.scalar(select(func.count()).select_from(Event))
         failed = conn.scalar(select(func.count()).where(Event.status == "failed"))
@@ -115,7 +114,7 @@ def test_the_scheduled_reconcile_recovers_lost_webhooks_by_itself(db: TestDataba
             truth = store.truth()
 
             def recovered() -> bool:
-                return not compare_with_truth(db.engine, "default", truth.orders, truth.customers)
+                return not truth_problems(db.engine, truth)
 
             wait_for(
                 recovered,

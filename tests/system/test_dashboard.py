@@ -12,21 +12,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port, wait_for
 
 from syncd.db.engine import upgrade
 from syncd.simulator import Faults, SimulatedStore
+from tests.support import REPO, free_port, syncd_serving, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "deploy" / "grafana" / "syncd-dashboard.json"
-RULES = ROOT / "deploy" / "prometheus" / "syncd-alerts.yml"
+DASHBOARD = REPO / "deploy" / "grafana" / "syncd-dashboard.json"
+RULES = REPO / "deploy" / "prometheus" / "syncd-alerts.yml"
 METRIC = re.compile(r"\bsyncd_[a-z0-9_]+\b")
 TOKEN = "tok-dashboard-4417"
 API_KEY = "sk_dashboard_9d1f"
@@ -88,47 +85,39 @@ def test_every_metric_the_dashboard_and_rules_name_is_served(tmp_path: Path) -> 
         "SYNCD_RECONCILE_INTERVAL": "1",
     }
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "serve"],
-            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
     try:
+        with syncd_serving(env, log_path, cwd=tmp_path) as daemon:
 
-        def metrics() -> str | None:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
-            except httpx.HTTPError:
-                assert process.poll() is None, log_path.read_text()[-2000:]
-                return None
-            return answer.text if answer.status_code == 200 else None
+            def metrics() -> str | None:
+                try:
+                    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+                except httpx.HTTPError:
+                    assert daemon.running, log_path.read_text()[-2000:]
+                    return None
+                return answer.text if answer.status_code == 200 else None
 
-        wait_for(metrics, timeout=30, message="syncd serve to answer /metrics")
-        store.run(store.sell(orders=20), timeout=60)
-        store.run(store.wait_deliveries(timeout=60), timeout=70)
+            wait_for(metrics, timeout=30, message="syncd serve to answer /metrics")
+            store.run(store.sell(orders=20), timeout=60)
+            store.run(store.wait_deliveries(timeout=60), timeout=70)
 
-        def served() -> set[str] | None:
-            text = metrics()
-            if text is None:
-                return None
-            names = {
-                sample.name
-                for family in text_string_to_metric_families(text)
-                for sample in family.samples
-            }
-            return names if wanted <= names else None
+            def served() -> set[str] | None:
+                text = metrics()
+                if text is None:
+                    return None
+                names = {
+                    sample.name
+                    for family in text_string_to_metric_families(text)
+                    for sample in family.samples
+                }
+                return names if wanted <= names else None
 
-        names = wait_for(
-            served, timeout=60, interval=0.5, message=f"samples of every one of {sorted(wanted)}"
-        )
+            names = wait_for(
+                served,
+                timeout=60,
+                interval=0.5,
+                message=f"samples of every one of {sorted(wanted)}",
+            )
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            store.stop_thread()
+        store.stop_thread()
     assert names is not None and wanted <= names
-    assert process.returncode == 0, log_path.read_text()[-2000:]
+    assert daemon.returncode == 0, log_path.read_text()[-2000:]

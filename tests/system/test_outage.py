@@ -27,10 +27,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from faults_support import SyncdServe, TcpProxy, event_ids, syncd_env
 from sqlalchemy import select
-from support import free_port, wait_for
-from test_ops import order_event
 
 from syncd.config import load_settings
 from syncd.connections import connection_cap, log_out_of_descriptors
@@ -38,6 +35,8 @@ from syncd.db.models import SyncState
 from syncd.errors import ConfigError
 from syncd.simulator import SimulatedStore
 from syncd.state import LAST_RUN
+from tests.factories import posted_order
+from tests.support import SyncdServe, TcpProxy, event_ids, free_port, syncd_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -200,12 +199,12 @@ def test_a_stalled_database_gets_503_within_the_commit_bound(db: Any, tmp_path: 
         daemon = SyncdServe(env, tmp_path / "serve.log")
         base = daemon.base_url
         hook = f"{base}/webhooks/shoperti"
-        bodies = [orjson.dumps(order_event(f"evt_stall_{n}", f"ord_stall_{n}")) for n in range(12)]
+        bodies = [orjson.dumps(posted_order(f"evt_stall_{n}", f"ord_stall_{n}")) for n in range(12)]
         try:
             daemon.start()
             with httpx.Client(timeout=5) as client:
                 assert client.post(
-                    hook, content=orjson.dumps(order_event("evt_w", "o_w"))
+                    hook, content=orjson.dumps(posted_order("evt_w", "o_w"))
                 ).is_success
             proxy.stall()
             stalled_at = time.monotonic()
@@ -353,7 +352,7 @@ def test_idle_connections_and_slow_headers_are_closed_and_webhooks_go_on(
             idle.append(sock)
         slow.start()  # after the flood: newer than the idle ones, so not the one shed
         for n in range(20):
-            body = orjson.dumps(order_event(f"evt_flood_{n}", f"ord_flood_{n}"))
+            body = orjson.dumps(posted_order(f"evt_flood_{n}", f"ord_flood_{n}"))
             with httpx.Client(timeout=10) as client:
                 answers.append(
                     timed(

@@ -60,12 +60,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import free_port, wait_for
 
 from syncd.simulator import SimulatedStore
+from tests.support import REPO, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-UNIT = ROOT / "deploy" / "syncd.service"
+UNIT = REPO / "deploy" / "syncd.service"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SYSTEMD = Path("/lib/systemd/systemd")
 API_KEY = "sk_unit_test_4b8e21c9"
@@ -85,7 +84,7 @@ PROBES = (
     "/run",
     "/run/lock",
     str(Path(sys.prefix) / "bin"),
-    str(ROOT),
+    str(REPO),
 )
 
 

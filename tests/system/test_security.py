@@ -27,20 +27,9 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from faults_support import (
-    EVENTS,
-    event_counts,
-    event_ids,
-    fingerprint,
-    run_syncd,
-    settled,
-    syncd_env,
-    syncd_serving,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
-from support import free_port, serving, wait_for
 
 from syncd.app import create_app
 from syncd.config import load_settings
@@ -49,6 +38,19 @@ from syncd.reconcile import reconcile_store
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
+from tests.support import (
+    EVENTS,
+    event_counts,
+    event_ids,
+    fingerprint,
+    free_port,
+    run_syncd,
+    serving,
+    settled,
+    syncd_env,
+    syncd_serving,
+    wait_for,
+)
 
 KEY = "sk_live_security_Q7vX2mN9pL4k"
 SECRET = "whsec_security_R3tY8uI1oP6a"
@@ -755,7 +757,7 @@ def test_no_secret_or_email_in_logs_metrics_status_or_errors(db: Any, tmp_path: 
                 ("syncd reconcile", ["reconcile"], {}),
                 ("syncd reconcile, wrong key", ["reconcile"], {"SYNCD_API_KEY": WRONG_KEY}),
             ]:
-                done = run_syncd(args, {**env, **extra})
+                done = run_syncd(*args, env={**env, **extra}, timeout=60)
                 outputs[name] = done.stdout + done.stderr
             assert '"stores"' in outputs["syncd status --json"]
             assert "refused" in outputs["syncd reconcile, wrong key"]

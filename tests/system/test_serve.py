@@ -15,11 +15,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,32 +24,17 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from support import free_port
-from test_ops import EMAIL_A, order_event
 
 from syncd.db.models import Event, Order, OrderLineItem, OrderStatusHistory
 from syncd.shoperti import wire
+from tests.factories import EMAIL_A, posted_order
+from tests.support import free_port, syncd_serving
 
 SECRET = "whsec_serve_93a1c7e5"
 THREADS = 6
 EVENTS_PER_THREAD = 50
 ORDERS = 30
 GRACE_SECONDS = 3
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[tuple[socket.socket, str]]:
-    """A unix datagram socket like systemd's $NOTIFY_SOCKET (short path: 108 bytes max)."""
-    directory = tempfile.mkdtemp(prefix="syncd-notify-", dir="/tmp")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    try:
-        yield sock, path
-    finally:
-        sock.close()
-        os.unlink(path)
-        os.rmdir(directory)
 
 
 def receive_until(
@@ -80,7 +62,7 @@ def burst() -> list[list[dict[str, Any]]]:
     plans: list[list[dict[str, Any]]] = [[] for _ in range(THREADS)]
     for seq in range(THREADS * EVENTS_PER_THREAD):
         updated = (base + timedelta(seconds=seq)).isoformat() + "-06:00"
-        event = order_event(
+        event = posted_order(
             f"evt_serve_{seq:04d}",
             f"ord_{seq % ORDERS:03d}",
             updated_at=updated,
@@ -107,19 +89,16 @@ def test_sigterm_mid_burst_exits_0_with_every_acknowledged_event_committed(
         "PYTHONFAULTHANDLER": "1",
     }
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "serve"],
-            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log_file,
-        )  # fmt: skip
-    try:
+    with syncd_serving(env, log_path, cwd=tmp_path) as daemon:
+        process = daemon.process
+        assert process is not None
         ready = receive_until(sock, "READY=1", process, timeout=30)
         assert f"STATUS=receiving webhooks on 127.0.0.1:{port}" in ready[-1]
 
         # Refused deliveries log a warning each; it must carry the request id.
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             wrong = [
-                client.post("/webhooks/shoperti?token=wrong", json=order_event(f"evt_w{n}", "o"))
+                client.post("/webhooks/shoperti?token=wrong", json=posted_order(f"evt_w{n}", "o"))
                 for n in range(3)
             ]
         assert [answer.status_code for answer in wrong] == [401] * 3
@@ -168,10 +147,6 @@ def test_sigterm_mid_burst_exits_0_with_every_acknowledged_event_committed(
             process.send_signal(signal.SIGABRT)
             process.wait(10)
             pytest.fail("syncd serve did not stop:\n" + log_path.read_text()[-6000:])
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
     log_lines = log_path.read_text().splitlines()
     assert returncode == 0, log_lines[-5:]
@@ -263,23 +238,12 @@ def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
         "SYNCD_PORT": str(port),
         "SYNCD_WEBHOOK_SECRET": SECRET,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "serve"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        with httpx.Client(base_url=base, timeout=10) as client:
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.ConnectError:
-                    assert time.monotonic() < deadline and process.poll() is None
-                    time.sleep(0.05)
+    with syncd_serving(env, tmp_path / "serve.log", cwd=tmp_path) as daemon:
+        process = daemon.process
+        assert process is not None
+        with httpx.Client(base_url=daemon.base_url, timeout=10) as client:
             for n in range(20):
-                event = order_event(f"evt_child_{n}", f"ord_{n % 4}", items=1 + n % 3)
+                event = posted_order(f"evt_child_{n}", f"ord_{n % 4}", items=1 + n % 3)
                 answer = client.post(f"/webhooks/shoperti?token={SECRET}", json=event)
                 assert answer.status_code == 200
             deadline = time.monotonic() + 30
@@ -314,7 +278,3 @@ def test_applying_runs_in_a_child_that_reports_back_and_dies_with_the_daemon(
         while any(alive(pid) for pid in workers):
             assert time.monotonic() < deadline, "the apply process outlived the daemon"
             time.sleep(0.1)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

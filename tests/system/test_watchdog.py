@@ -17,8 +17,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
-from support import free_port, serving, wait_for
-from test_ops import captured_logs, settings_for
-from test_serve import notify_socket
 
 from syncd.app import create_app
 from syncd.db.engine import upgrade
 from syncd.ops import watchdog
+from tests.support import free_port, serving, settings_for, syncd_serving, wait_for
 
-__all__ = ["captured_logs", "notify_socket"]  # fixtures shared with other tests
 INTERVAL_USEC = 200_000  # pings every 0.1 s
 
 
@@ -169,38 +164,32 @@ def test_a_stopped_apply_process_stops_the_pings_of_syncd_serve(
         "NOTIFY_SOCKET": path,
         "WATCHDOG_USEC": "1000000",  # pings every 0.5 s
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "serve"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
     pings = Pings(sock)
     child = None
-    try:
-        pings.wait_for_ping(30)
-        child = wait_for(lambda: apply_child(process.pid), message="the apply process")
-        assert len(pings.collect(1.6)) >= 2
-        os.kill(child, signal.SIGSTOP)
-        stopped_at = time.monotonic()
-        # Silent for longer than the patience (5 s) plus a ping interval: no pings after.
-        got = pings.collect(7.0)
-        assert got == [] or got[-1] - stopped_at < 6.0, [t - stopped_at for t in got]
-        assert pings.collect(1.5) == []
-        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-        assert answer.status_code == 200  # the receiver still answers
-        os.kill(child, signal.SIGCONT)
-        resumed = pings.wait_for_ping(5) - stopped_at
-        assert resumed > 5.0
-    finally:
-        if child is not None:
-            os.kill(child, signal.SIGCONT)
-        process.terminate()
+    log_path = tmp_path / "serve.log"
+    with syncd_serving(env, log_path, cwd=tmp_path) as daemon:
+        process = daemon.process
+        assert process is not None
         try:
-            _, err = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, err = process.communicate()
-    assert process.returncode == 0, err.decode()[-2000:]
-    lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+            pings.wait_for_ping(30)
+            child = wait_for(lambda: apply_child(process.pid), message="the apply process")
+            assert len(pings.collect(1.6)) >= 2
+            os.kill(child, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            # Silent for longer than the patience (5 s) plus a ping interval: no pings after.
+            got = pings.collect(7.0)
+            assert got == [] or got[-1] - stopped_at < 6.0, [t - stopped_at for t in got]
+            assert pings.collect(1.5) == []
+            answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+            assert answer.status_code == 200  # the receiver still answers
+            os.kill(child, signal.SIGCONT)
+            resumed = pings.wait_for_ping(5) - stopped_at
+            assert resumed > 5.0
+        finally:
+            if child is not None:
+                os.kill(child, signal.SIGCONT)
+    assert daemon.returncode == 0, daemon.logs()[-2000:]
+    lines = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
     events = [(r["event"], r.get("reason", "")) for r in lines if r["event"].startswith("watchdog")]
     assert events[0] == ("watchdog.started", "")
     assert events[1][0] == "watchdog.withheld"

@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-RULES = ROOT / "deploy" / "prometheus" / "syncd-alerts.yml"
-RULE_TESTS = ROOT / "deploy" / "prometheus" / "syncd-alerts.test.yml"
-GUIDE = ROOT / "docs" / "deploy.md"
+from tests.support import REPO
+
+RULES = REPO / "deploy" / "prometheus" / "syncd-alerts.yml"
+RULE_TESTS = REPO / "deploy" / "prometheus" / "syncd-alerts.test.yml"
+GUIDE = REPO / "docs" / "deploy.md"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
