@@ -81,8 +81,12 @@ def test_bench_help_is_plain_text_with_every_option_explained(tmp_path: Path) ->
     text = " ".join(result.stdout.split())
     assert "``" not in text and "**" not in text
     for option, words in [
-        ("--events EVENTS", "events to POST for the acks (default: 10000)"),
-        ("--concurrency CONCURRENCY", "requests in flight during the acks (default: 32)"),
+        ("--events EVENTS", "events to POST per concurrency for the acks (default: 10000)"),
+        (
+            "--concurrency CONCURRENCY",
+            "requests in flight during the acks: one run per value, comma-separated "
+            "(default: 32,128)",
+        ),
         ("--rate RATE", "events/s of the fixed-rate latency run (default: 300.0)"),
         ("--seed SEED", "random seed of the simulated store (default: 3)"),
         ("--skip-acks", "skip the ack and latency runs"),

@@ -751,6 +751,10 @@ def test_no_secret_or_email_in_logs_metrics_status_or_errors(db: Any, tmp_path: 
             outputs["metrics (syncd serve)"] = test_client.submit(
                 lambda: httpx.get(f"{daemon.base_url}/metrics", timeout=10).text
             ).result(30)
+            # Stopped first: it reconciles every second, and a command's
+            # reconcile would find the store's lock taken and be skipped.
+            assert daemon.terminate() == 0
+            outputs["syncd serve stderr"] = daemon.logs()
             for name, args, extra in [
                 ("syncd status --json", ["status", "--json"], {}),
                 ("syncd status", ["status"], {}),
@@ -761,8 +765,6 @@ def test_no_secret_or_email_in_logs_metrics_status_or_errors(db: Any, tmp_path: 
                 outputs[name] = done.stdout + done.stderr
             assert '"stores"' in outputs["syncd status --json"]
             assert "refused" in outputs["syncd reconcile, wrong key"]
-            assert daemon.terminate() == 0
-            outputs["syncd serve stderr"] = daemon.logs()
     finally:
         root.removeHandler(capture)
         root.setLevel(level)
