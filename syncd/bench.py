@@ -319,6 +319,13 @@ def make_events(count: int, seed: int) -> list[bytes]:
 
 
 def pending(url: str) -> int:
+    from syncd.db.models import Event
+
+    return _count_events(url, Event.status == "pending")
+
+
+def _count_events(url: str, *where: Any) -> int:
+    """Inbox rows that match ``where``, counted on a short-lived engine."""
     from sqlalchemy import func, select
 
     from syncd.db.models import Event
@@ -326,7 +333,7 @@ def pending(url: str) -> int:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).where(Event.status == "pending")) or 0)
+            return int(conn.scalar(select(func.count()).select_from(Event).where(*where)) or 0)
     finally:
         engine.dispose()
 
@@ -568,19 +575,9 @@ def bench_acks_during_backfill(
 
 def _backfilled(url: str) -> int:
     """Orders in the inbox from the resource sync so far."""
-    from sqlalchemy import func, select
-
     from syncd.db.models import Event
 
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            query = select(func.count()).where(
-                Event.source == "backfill", Event.type.like("order%")
-            )
-            return int(conn.scalar(query) or 0)
-    finally:
-        engine.dispose()
+    return _count_events(url, Event.source == "backfill", Event.type.like("order%"))
 
 
 def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ One row per (store, name), its ``value`` JSON:
 
 - ``events_cursor`` (:class:`EventsCursor`): up to when reconcile has listed
   the API's events; the next pass lists from it, less the lookback.
-- ``backfill:orders`` / ``backfill:customers`` (:data:`CHECKPOINTS`): where a
+- ``backfill:orders`` / ``backfill:customers`` (each resource's ``state`` in
+  :mod:`syncd.resources`; :class:`syncd.reconcile.PageCheckpoint`): where a
   resource sync in progress resumes (the client's page cursor), deleted when
   the sync ends.
 - ``reconcile_last_run`` (:class:`LastRun`): the last pass's report, when
@@ -29,15 +30,13 @@ from syncd.db import dialect
 from syncd.db.models import SyncState
 from syncd.errors import WireError
 from syncd.inbox import utcnow
-from syncd.resources import BY_NAME, EVENTS, SNAPSHOTTED
+from syncd.resources import EVENTS
 from syncd.shoperti import wire
 
 sync_state: Table = SyncState.__table__  # type: ignore[assignment]
 
 EVENTS_CURSOR: Final = EVENTS.state
 LAST_RUN: Final = "reconcile_last_run"
-#: The page checkpoint of each resource sync (declared in :mod:`syncd.resources`).
-CHECKPOINTS: Final[Mapping[str, str]] = {name: BY_NAME[name].state for name in SNAPSHOTTED}
 
 
 # --- the rows -------------------------------------------------------------------------
