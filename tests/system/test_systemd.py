@@ -376,13 +376,19 @@ def test_the_unit_under_a_real_systemd(namespace: Namespace, tmp_path: Path) -> 
             store.run(store.sell(orders=3), timeout=60)
             store.run(store.wait_deliveries(timeout=60), timeout=70)
 
-            def orders() -> int:
+            def settled() -> bool:
+                # The 3 orders are in and no event waits: their later events
+                # (paid, fulfilled) are verified and applied too, not still queued.
                 with contextlib.closing(
                     sqlite3.connect(f"file:{database}?mode=ro", uri=True)
                 ) as conn:
-                    return int(conn.execute("SELECT count(*) FROM orders").fetchone()[0])
+                    orders = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+                    waiting = conn.execute(
+                        "SELECT count(*) FROM events WHERE status = 'pending'"
+                    ).fetchone()[0]
+                    return bool(orders == 3 and waiting == 0)
 
-            wait_for(lambda: orders() == 3, timeout=60, message="3 orders applied")
+            wait_for(settled, timeout=60, message="3 orders applied, no event pending")
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
             unverified = conn.execute(
                 "SELECT count(*) FROM events WHERE source = 'webhook' AND NOT verified "
