@@ -31,6 +31,8 @@ DEFAULT_TIMEZONE = "America/Mexico_City"  # the store's clock unless configured
 STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_API_CONCURRENCY = 4
 MAX_API_CONCURRENCY = 64
+#: Tries to apply an event before it is marked failed (SYNCD_MAX_ATTEMPTS).
+DEFAULT_MAX_ATTEMPTS = 8
 
 
 class Secret:
@@ -86,7 +88,7 @@ class Settings:
     worker_batch_size: int = 500
     worker_poll_interval: float = 2.0
     worker_linger: float = 0.05
-    max_attempts: int = 8
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     verify_concurrency: int = 16
     shutdown_grace: float = 20.0
     log_level: str = "INFO"

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, Table, delete, select
 from sqlalchemy.engine import Connection
 
 from syncd import inbox
-from syncd.config import Settings, StoreConfig
+from syncd.config import DEFAULT_MAX_ATTEMPTS, Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.engine import lock_engine
 from syncd.db.models import RefreshRequest
@@ -100,7 +100,7 @@ async def sync_resource(
     *,
     progress: Progress | None = None,
     apply_batch: int = 1000,
-    max_attempts: int = 8,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     step: ApplyStep | None = None,
 ) -> tuple[int, int]:
     """List ``resource`` (orders or customers) updated since ``since`` and put
@@ -261,8 +261,8 @@ async def refresh_undecided(
     due = await asyncio.to_thread(_due_refreshes, engine, store.name, utcnow(), limit)
     if not due:
         return 0
-    applier: ApplyStep = step or InThread(engine, limit, max_attempts=8)
-    copies = await client.current_copies(due)  # type: ignore[arg-type]
+    applier: ApplyStep = step or InThread(engine, limit, DEFAULT_MAX_ATTEMPTS)
+    copies = await client.current_copies(due)
     gone_at = utcnow()  # a copy the API no longer has (404): nothing left to decide
     snapshots = [
         wire.snapshot_event(resource, copy.data, copy.read_at, distinct=True)
@@ -304,7 +304,12 @@ class Settled:
             )
 
 
-def _due_refreshes(engine: Engine, store: str, now: datetime, limit: int) -> list[tuple[str, str]]:
+_KINDS: dict[str, SnapshotKind] = {"order": "order", "customer": "customer"}
+
+
+def _due_refreshes(
+    engine: Engine, store: str, now: datetime, limit: int
+) -> list[tuple[SnapshotKind, str]]:
     with dialect.reading(engine) as conn:
         rows = conn.execute(
             select(refresh_requests.c.resource, refresh_requests.c.resource_id)
@@ -313,7 +318,7 @@ def _due_refreshes(engine: Engine, store: str, now: datetime, limit: int) -> lis
             .limit(limit)
         ).all()
         conn.commit()
-    return [(row.resource, row.resource_id) for row in rows]
+    return [(_KINDS[row.resource], row.resource_id) for row in rows]
 
 
 def _analyze(engine: Engine) -> None:

@@ -19,27 +19,11 @@ from sqlalchemy.engine import Connection
 from syncd import apply, inbox, localtime, worker
 from syncd.config import StoreConfig
 from syncd.db import dialect
-from syncd.db.models import metadata
+from syncd.db.models import NORMALIZED, metadata
 from syncd.inbox import utcnow
 from syncd.ops.metrics import type_label
 from syncd.vocabulary import EventStatus, VerifyMode
 from syncd.worker import Report, events
-
-NORMALIZED = (
-    "order_transactions",
-    "order_refund_line_items",
-    "order_refunds",
-    "order_fulfillment_line_items",
-    "order_fulfillments",
-    "order_discount_codes",
-    "order_line_items",
-    "order_addresses",
-    "order_status_history",
-    "orders",
-    "customer_addresses",
-    "customers",
-)
-
 
 REPLAYED = (EventStatus.APPLIED, EventStatus.IGNORED, EventStatus.FAILED)
 

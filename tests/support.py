@@ -49,7 +49,7 @@ from starlette.routing import Route
 from syncd import apply, inbox
 from syncd.app import create_app
 from syncd.config import Settings, StoreConfig, load_settings
-from syncd.db.models import metadata
+from syncd.db.models import NORMALIZED, metadata
 from syncd.demo import compare_with_truth
 from syncd.inbox import ingest
 from syncd.reconcile import RunReport, reconcile_store
@@ -70,7 +70,7 @@ STORE = StoreConfig("default")
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 20.0,
     interval: float = 0.05,
@@ -497,17 +497,6 @@ def syncd_serving(
 # --- reading the database ------------------------------------------------------------------
 
 
-# The tables a fingerprint covers.
-FINGERPRINTED = (
-    "orders",
-    "order_line_items",
-    "order_addresses",
-    "order_status_history",
-    "customers",
-    "customer_addresses",
-)
-
-
 def event_ids(engine: Engine, store: str = "default", **where: Any) -> set[str]:
     query = select(EVENTS.c.id).where(EVENTS.c.store == store)
     for column, value in where.items():
@@ -535,7 +524,7 @@ def fingerprint(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the normalized tables, sorted: equal fingerprints, equal tables."""
     found: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
-        for name in FINGERPRINTED:
+        for name in NORMALIZED:
             table = metadata.tables[name]
             columns = [c for c in table.columns if c.name != "synced_at"]
             rows = conn.execute(select(*columns)).all()
@@ -544,22 +533,6 @@ def fingerprint(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
 
 # --- the inbox and the apply path ----------------------------------------------------------
-
-
-NORMALIZED = (
-    "orders",
-    "order_line_items",
-    "order_addresses",
-    "customers",
-    "customer_addresses",
-    "order_status_history",
-    "order_transactions",
-    "order_refunds",
-    "order_refund_line_items",
-    "order_fulfillments",
-    "order_fulfillment_line_items",
-    "order_discount_codes",
-)
 
 
 def deliver(engine: Engine, *payloads: Mapping[str, Any], store: str = STORE.name) -> None:
@@ -639,7 +612,9 @@ def put_event(
 ) -> None:
     """Store ``event`` in the inbox as if it had reached ``state`` ``minutes_ago``."""
     now = inbox.utcnow() - timedelta(minutes=minutes_ago)
-    row = inbox.event_row("default", wire.parse_event(event), source="webhook", verified=verified)
+    row = inbox.event_row(
+        "default", wire.parse_event(event), source=EventSource.WEBHOOK, verified=verified
+    )
     row.update(
         status=state,
         received_at=now,
@@ -663,7 +638,7 @@ def apply_as(engine: Engine, events: Sequence[Mapping[str, Any]], delivery: str)
         return
     if delivery == "one fetched page":
         # Shoperti's events, stored and applied at once (snapshots: test_version_order).
-        add_and_apply(engine, STORE, events, source="reconcile", snapshot=False)
+        add_and_apply(engine, STORE, events, source=EventSource.RECONCILE, snapshot=False)
         return
     for event in events if delivery == "in order" else reversed(events):
         deliver(engine, event)
@@ -811,7 +786,7 @@ def rig(
     *,
     faults: Faults | None = None,
     webhooks: bool = True,
-    retention: float = 30 * 86400,
+    retention: int = 30 * 86400,
     seed: int = 11,
     **env: str,
 ) -> Iterator[Rig]:

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from syncd import apply
+from syncd.db.models import NORMALIZED
 from syncd.shoperti import wire
 from syncd.worker import apply_pending
 from tests.factories import (
@@ -48,7 +49,6 @@ from tests.factories import (
 )
 from tests.support import (
     DELIVERIES,
-    NORMALIZED,
     STORE,
     apply_all,
     apply_as,
@@ -633,7 +633,9 @@ def txn_row(txn_id: str, position: int, **values: Any) -> dict[str, Any]:
     }
 
 
-def shipment_row(ful_id: str, company: str, number: str, url: str | None, at: str) -> dict:
+def shipment_row(
+    ful_id: str, company: str, number: str, url: str | None, at: str
+) -> dict[str, Any]:
     return {
         "store": "default",
         "order_id": ORDER_ID,
@@ -1188,7 +1190,7 @@ def test_an_empty_list_of_tags_is_null(db: Any) -> None:
     assert blank == 0
 
 
-MALFORMED = {
+MALFORMED: dict[str, tuple[dict[str, Any], str]] = {
     "comma decimal": ({"total": "12,50"}, "data.total"),
     "letters for money": ({"subtotal": "abc"}, "data.subtotal"),
     "bad timestamp": ({"updated_at": "27/11/2026 18:04"}, "data.updated_at"),

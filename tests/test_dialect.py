@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from syncd.db import dialect
-from syncd.db.models import Event, SyncState, metadata
+from syncd.db.models import Event, metadata
 from tests.conftest import TestDatabase
 from tests.factories import BASE, MEXICO_CITY, envelope, line_item, order_data, order_event, utc_at
 from tests.support import apply_all, assert_all_times_utc, deliver, rows, snapshot
@@ -19,7 +19,7 @@ D = Decimal
 
 
 def test_a_reader_is_not_held_up_by_a_writer(db: TestDatabase) -> None:
-    state = SyncState.__table__
+    state = metadata.tables["sync_state"]
     with db.engine.connect() as writer:
         writer.execute(
             state.insert().values(store="s", name="n", value={"a": 1}, updated_at=datetime.now(UTC))
@@ -70,8 +70,10 @@ def test_utc_and_money_round_trip(db: TestDatabase) -> None:
         "payload": {"total": "0.10"},
     }
     with db.engine.begin() as conn:
-        dialect.insert_ignoring_duplicates(conn, Event.__table__, [row])
-        dialect.insert_ignoring_duplicates(conn, Event.__table__, [{**row, "type": "x.y"}])
+        dialect.insert_ignoring_duplicates(conn, metadata.tables["events"], [row])
+        dialect.insert_ignoring_duplicates(
+            conn, metadata.tables["events"], [{**row, "type": "x.y"}]
+        )
     with db.engine.connect() as conn:
         stored = conn.execute(select(Event.type, Event.created_at, Event.payload)).one()
     assert stored.type == "order.paid"  # the duplicate changed nothing
@@ -103,9 +105,8 @@ def _order_rows(count: int, when: datetime, **changes: object) -> list[dict[str,
 def test_many_rows_keep_exact_types_and_conflict_rules(db: TestDatabase) -> None:
     # Enough rows for PostgreSQL's COPY-through-a-staging-table path; the
     # values must come back exactly as with row-by-row statements.
-    from syncd.db.models import Order
 
-    orders = Order.__table__
+    orders = metadata.tables["orders"]
     count = dialect.STAGED_MIN_ROWS + 6
     mexico = timezone(timedelta(hours=-6))
     when = datetime(2026, 11, 27, 18, 4, 5, 123456, tzinfo=mexico)
@@ -134,9 +135,8 @@ def test_many_rows_keep_exact_types_and_conflict_rules(db: TestDatabase) -> None
 def test_rows_expected_new_that_are_not_follow_the_conflict_rules(db: TestDatabase) -> None:
     # A caller that believed its keys new and was wrong (a row written in the
     # meantime) gets what the ordinary path gives, in the same transaction.
-    from syncd.db.models import Order
 
-    orders = Order.__table__
+    orders = metadata.tables["orders"]
     count = dialect.STAGED_MIN_ROWS + 6
     when = datetime(2026, 11, 27, 18, 4, 5, tzinfo=UTC)
     first = _order_rows(count, when)

@@ -56,7 +56,8 @@ def test_alembic_cli_from_repo_root(fresh_database: Callable[[str], str]) -> Non
             [*alembic, *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stderr
-    assert head_revision() in result.stdout
+    head = head_revision()
+    assert head is not None and head in result.stdout
 
 
 def test_every_table_and_column_has_a_comment() -> None:

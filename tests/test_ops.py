@@ -30,13 +30,13 @@ from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import Event
 from syncd.errors import DatabaseUnavailable
 from syncd.ops import logs, request_id, status
-from syncd.shoperti import wire
 from syncd.state import EVENTS_CURSOR, LAST_RUN, write_state
 from tests.factories import EMAIL_A, EMAIL_B, posted_order
 from tests.support import (
     STUB_API_KEY,
     Samples,
     StubApi,
+    put_event,
     sample,
     scrape,
     serving,
@@ -339,13 +339,8 @@ def test_json_off_a_terminal_and_text_on_one() -> None:
 
 
 def _put(engine: Engine, event: dict[str, Any], *, state: str, minutes_ago: float = 0) -> None:
-    now = inbox.utcnow() - timedelta(minutes=minutes_ago)
-    row = inbox.event_row("default", wire.parse_event(event), source="webhook", verified=False)
-    row.update(status=state, received_at=now, processed_at=None if state == "pending" else now)
-    if state == "failed":
-        row["last_error"] = f"data.total: not a decimal amount ({EMAIL_A})"
-    with engine.begin() as conn:
-        inbox.put(conn, [row])
+    error = f"data.total: not a decimal amount ({EMAIL_A})" if state == "failed" else None
+    put_event(engine, event, state=state, minutes_ago=minutes_ago, error=error)
 
 
 def _last_run(engine: Engine, *, error: str | None, success_ago: float | None, **more: Any) -> None:

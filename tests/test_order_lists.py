@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from syncd import localtime
 from syncd.config import StoreConfig
 from syncd.replay import replay_store
+from syncd.vocabulary import EventSource
 from syncd.worker import add_and_apply
 from tests.factories import line_item, order_event, placed
 from tests.support import (
@@ -55,7 +56,9 @@ def txn(txn_id: str, amount: str = "116.00", **changes: Any) -> dict[str, Any]:
     }
 
 
-def refund(refund_id: str, amount: str, created_at: str, *lines: tuple[str, int, str]) -> dict:
+def refund(
+    refund_id: str, amount: str, created_at: str, *lines: tuple[str, int, str]
+) -> dict[str, Any]:
     return {
         "id": refund_id,
         "created_at": created_at,
@@ -237,7 +240,7 @@ def test_the_batched_copy_path_takes_many_orders(db: Any) -> None:
         event = refunded_version(f"evt_{index:03}")
         event["data"]["id"] = f"ord_{index:03}"
         page.append(event)
-    add_and_apply(db.engine, STORE, page, source="backfill")
+    add_and_apply(db.engine, STORE, page, source=EventSource.BACKFILL)
     found = lists(db.engine)
     assert len(found["transactions"]) == 240 and len(found["refund_lines"]) == 80
     assert len(found["fulfillment_lines"]) == 160 and len(found["codes"]) == 80

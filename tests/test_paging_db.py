@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 
 from syncd.config import load_settings
 from syncd.db.models import Event
-from syncd.reconcile import read_state, sync_resource
+from syncd.reconcile import sync_resource
 from syncd.shoperti.client import ShopertiClient
 from syncd.simulator import Faults, SimulatedStore
+from syncd.state import read_state
 from tests.conftest import TestDatabase
 from tests.support import truth_problems, wait_for
 
@@ -146,9 +147,9 @@ def test_a_429_storm_is_ridden_out_with_few_refusals_and_nothing_lost(
         # there are at most three narrowings: down to 2, and one probe of 3,
         # after which the next probe waits 64 successes.
         narrowed_from = [
-            record.was
+            record.__dict__["was"]
             for record in caplog.records
-            if record.getMessage() == "api.concurrency" and record.reason == "429"
+            if record.getMessage() == "api.concurrency" and record.__dict__["reason"] == "429"
         ]
         assert 1 <= len(narrowed_from) <= 3, narrowed_from
         assert store.api_busy <= sum(narrowed_from), (store.api_busy, narrowed_from)

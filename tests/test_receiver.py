@@ -313,8 +313,7 @@ def test_stores_from_a_toml_file_each_have_their_path(db: Any, tmp_path: Path) -
         f'[[stores]]\nname = "centro"\n\n[[stores]]\nname = "norte"\nwebhook_secret = "{TOKEN}"\n',
         encoding="utf-8",
     )
-    env = {"SYNCD_CONFIG": str(config), "SYNCD_STORE": "centro"}
-    with daemon(db.url, db.engine, **env) as client:
+    with daemon(db.url, db.engine, SYNCD_CONFIG=str(config), SYNCD_STORE="centro") as client:
         assert client.post("/webhooks/shoperti", content=body(order_event("a"))).status_code == 200
         to_norte = body(order_event("b", order_id="ord_n"))
         assert_error(client.post("/webhooks/shoperti/norte", content=to_norte), 401)
@@ -439,10 +438,18 @@ def fake_api(copies: dict[str, dict[str, Any]]) -> Starlette:
 
 @contextmanager
 def verifying_daemon(db: Any, copies: dict[str, dict[str, Any]]) -> Iterator[httpx.Client]:
-    with serving(fake_api(copies)) as api:
-        env = {"SYNCD_API_URL": f"{api}/v1", "SYNCD_API_KEY": API_KEY, "SYNCD_VERIFY": "api"}
-        with daemon(db.url, db.engine, SYNCD_RECONCILE_INTERVAL="0", **env) as client:
-            yield client
+    with (
+        serving(fake_api(copies)) as api,
+        daemon(
+            db.url,
+            db.engine,
+            SYNCD_RECONCILE_INTERVAL="0",
+            SYNCD_API_URL=f"{api}/v1",
+            SYNCD_API_KEY=API_KEY,
+            SYNCD_VERIFY="api",
+        ) as client,
+    ):
+        yield client
 
 
 def test_in_api_mode_the_apis_copy_is_applied_and_unknown_ids_rejected(db: Any) -> None:

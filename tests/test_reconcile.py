@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from syncd.config import load_settings
 from syncd.db import dialect
@@ -70,15 +70,15 @@ def test_reconcile_recovers_exactly_the_lost_webhooks(db: TestDatabase) -> None:
         # The comparison itself notices a difference.
         some_order, some_customer = next(iter(truth.orders)), next(iter(truth.customers))
         with db.engine.begin() as conn:
-            conn.execute(Order.__table__.update().where(Order.id == some_order).values(total=0))
-            conn.execute(Customer.__table__.delete().where(Customer.id == some_customer))
+            conn.execute(update(Order).where(Order.id == some_order).values(total=0))
+            conn.execute(delete(Customer).where(Customer.id == some_customer))
         problems = truth_problems(db.engine, truth)
         assert f"order {some_order}: total differs" in problems
         assert f"customer {some_customer} missing" in problems
 
 
 def test_a_gap_longer_than_retention_is_recovered_by_resource_sync(db: TestDatabase) -> None:
-    retention = 2.0
+    retention = 2
     with rig(
         db,
         faults=Faults(drop_rate=1.0),
@@ -176,7 +176,7 @@ def test_backfill_interrupted_half_way_resumes_without_duplicates(db: TestDataba
                         config,
                         client,
                         resource,
-                        None,  # type: ignore[arg-type]
+                        None,
                         progress=progress,
                         apply_batch=100,  # a transaction and a checkpoint per page
                     )
@@ -275,7 +275,7 @@ def test_transient_api_failures_leave_events_pending_then_verified(db: TestDatab
         r.store.set_api_faults(Faults())
         # Backoff put the next attempt in the future; make it due now.
         with db.engine.begin() as conn:
-            conn.execute(Event.__table__.update().values(next_attempt_at=None))
+            conn.execute(update(Event).values(next_attempt_at=None))
         wait_for(
             lambda: count(db, Event.status == "applied") == 1,
             timeout=30,

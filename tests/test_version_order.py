@@ -24,6 +24,7 @@ from syncd.reconcile import refresh_undecided
 from syncd.replay import replay_store
 from syncd.shoperti import wire
 from syncd.shoperti.client import ShopertiClient
+from syncd.vocabulary import EventSource
 from syncd.worker import add_and_apply
 from tests.factories import BASE, order_data
 from tests.support import STORE, apply_all, deliver, order_row, rows
@@ -60,7 +61,7 @@ def read(event: dict[str, Any], read_at: float, *, distinct: bool = False) -> di
 
 
 def backfill(engine: Engine, *snapshots: dict[str, Any]) -> None:
-    add_and_apply(engine, STORE, list(snapshots), source="backfill")
+    add_and_apply(engine, STORE, list(snapshots), source=EventSource.BACKFILL)
 
 
 def refresh_requests(engine: Engine) -> list[str]:

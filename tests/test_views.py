@@ -65,7 +65,8 @@ def moment(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    when: datetime = value
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def wall(value: Any) -> datetime | None:
@@ -73,7 +74,8 @@ def wall(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=None)
+    when: datetime = value
+    return when.replace(tzinfo=None)
 
 
 def day(value: Any) -> date | None:

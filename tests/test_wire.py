@@ -60,8 +60,8 @@ def _refused(**lists: object) -> str:
 def test_absent_or_null_lists_are_empty() -> None:
     for value in ({}, {"transactions": None, "refunds": None}):
         order = _order(**value)
-        assert order.transactions == order.refunds == ()
-        assert order.fulfillments == order.discount_codes == ()
+        lists = (order.transactions, order.refunds, order.fulfillments, order.discount_codes)
+        assert lists == ((), (), (), ())
 
 
 def test_transactions_read_tolerantly() -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from syncd.config import StoreConfig
 from syncd.db.models import metadata
+from syncd.vocabulary import EventSource
 from syncd.worker import add_and_apply, apply_pending
 from tests.factories import (
     SECRET_BITS,
@@ -48,7 +49,7 @@ def test_a_fetched_page_is_stored_with_its_outcomes_in_one_step(db: Any) -> None
     ignored = envelope("evt_product", "product.updated", 0, {"id": "prod_1"})
     page = [good[0], bad, ignored, good[1], good[0]]  # an event twice in one page
 
-    added = add_and_apply(db.engine, STORE, page, source="backfill")
+    added = add_and_apply(db.engine, STORE, page, source=EventSource.BACKFILL)
 
     assert sorted(added.new_ids) == ["evt_bad", "evt_good_1", "evt_good_2", "evt_product"]
     assert added.seen == 5
@@ -69,7 +70,7 @@ def test_a_fetched_page_is_stored_with_its_outcomes_in_one_step(db: Any) -> None
     # Nothing is left for the worker, and the same page again adds nothing.
     assert apply_pending(db.engine, STORE, limit=100, max_attempts=3).claimed == 0
     before = snapshot(db.engine)
-    assert add_and_apply(db.engine, STORE, page, source="backfill").new_ids == []
+    assert add_and_apply(db.engine, STORE, page, source=EventSource.BACKFILL).new_ids == []
     assert snapshot(db.engine) == before
 
 
@@ -140,7 +141,7 @@ def test_a_database_error_in_a_fetched_page_leaves_the_event_to_the_worker(db: A
     refused = private_order("evt_refused", line_items=[line_item("li_2", sku=REFUSED_SKU)])
     page = [order_event("evt_1", order_id="ord_a"), refused]
     with database_refusing(db):
-        added = add_and_apply(db.engine, STORE, page, source="backfill")
+        added = add_and_apply(db.engine, STORE, page, source=EventSource.BACKFILL)
         assert sorted(added.new_ids) == ["evt_1", "evt_refused"]
         status, error = event_status(db.engine, "evt_refused")
         assert status == "pending"

@@ -57,7 +57,8 @@ def test_a_killed_child_is_replaced_and_its_batch_is_still_pending(db: Any) -> N
         deliver(db.engine, order_event("evt_first", order_id="ord_1"))
         assert (await process.pending(STORE)).applied == 1
         assert process._pool is not None
-        [child] = process._pool._processes.values()  # type: ignore[union-attr]
+        [child] = process._pool._processes.values()
+        assert child.pid is not None
         os.kill(child.pid, signal.SIGKILL)
         child.join(10)
         deliver(db.engine, order_event("evt_after", order_id="ord_2"))

@@ -70,11 +70,17 @@ def database_url(raw: str, variable: str = "SYNCD_DATABASE_URL") -> URL:
     return url
 
 
+def is_embedded(url: URL) -> bool:
+    """Whether ``url`` names an embedded database (SQLite: a file or memory,
+    no server to reach)."""
+    return url.get_backend_name() == "sqlite"
+
+
 def database_file(url: URL) -> str | None:
     """The file a SQLite database lives in; None for a server's database or
     SQLite in memory."""
     database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+    if not is_embedded(url) or not database or database == ":memory:":
         return None
     return database
 

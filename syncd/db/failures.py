@@ -18,6 +18,7 @@ import re
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from syncd.db import dialect
 from syncd.errors import DatabaseUnavailable
 
 URL_VARIABLE = "SYNCD_DATABASE_URL"
@@ -63,7 +64,7 @@ def explain(exc: BaseException, raw_url: str) -> DatabaseUnavailable:
     url = _parse(raw_url)
     where = _where(url)
     cause = _cause(exc, url)
-    if url is not None and url.get_backend_name() == "sqlite":
+    if url is not None and dialect.is_embedded(url):
         return DatabaseUnavailable(_sqlite(where, cause, url))
     for pattern, meaning, todo in _CAUSES:
         if pattern.search(cause):
@@ -106,12 +107,11 @@ def _parse(raw_url: str) -> URL | None:
 def _where(url: URL | None) -> str:
     if url is None:
         return f"of {URL_VARIABLE}"
-    backend = url.get_backend_name()
-    if backend == "sqlite":
+    if dialect.is_embedded(url):
         return f"file {url.database}" if url.database else "(SQLite in memory)"
     host = url.host or "localhost"
     port = f":{url.port}" if url.port else ""
-    parts = [f"{backend} at {host}{port}"]
+    parts = [f"{url.get_backend_name()} at {host}{port}"]
     if url.database:
         parts.append(f"database {url.database}")
     if url.username:

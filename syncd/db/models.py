@@ -522,3 +522,20 @@ class RefreshRequest(Base):
 
 
 metadata = Base.metadata
+
+#: The tables apply writes from events (the store's data, as BI reads it),
+#: each child before its parent: the order to delete them in.
+NORMALIZED = (
+    "order_transactions",
+    "order_refund_line_items",
+    "order_refunds",
+    "order_fulfillment_line_items",
+    "order_fulfillments",
+    "order_discount_codes",
+    "order_line_items",
+    "order_addresses",
+    "order_status_history",
+    "orders",
+    "customer_addresses",
+    "customers",
+)

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 
 from syncd.db.models import Order, OrderRefund, metadata
 from syncd.simulator import Faults
@@ -77,8 +77,14 @@ def stored_totals(db: TestDatabase) -> dict[str, tuple[int, Decimal, int]]:
     with db.engine.connect() as conn:
         for name in truth_totals({}):
             table = metadata.tables[name]
-            money = func.coalesce(func.sum(table.c.amount), 0) if "amount" in table.c else 0
-            units = func.coalesce(func.sum(table.c.quantity), 0) if "quantity" in table.c else 0
+            money = (
+                func.coalesce(func.sum(table.c.amount), 0) if "amount" in table.c else literal(0)
+            )
+            units = (
+                func.coalesce(func.sum(table.c.quantity), 0)
+                if "quantity" in table.c
+                else literal(0)
+            )
             rows, total, quantity = conn.execute(
                 select(func.count(), money, units).select_from(table)
             ).one()

@@ -141,7 +141,7 @@ def test_kill_9_during_a_burst_loses_nothing_acknowledged(
         for _ in range(3):
             before = len(store.delivered_event_ids)
             wait_for(
-                lambda before=before: len(store.delivered_event_ids) >= before + 60,
+                lambda before=before: len(store.delivered_event_ids) >= before + 60,  # type: ignore[misc]
                 timeout=30,
                 message="deliveries to go on",
             )

@@ -279,7 +279,9 @@ def test_fuzzed_requests_never_5xx_and_never_change_the_tables(
         def attack(
             method: str, path: str, tokens: list[str | None], headers: dict[str, str], body: bytes
         ) -> None:
-            params = [("token", token) for token in tokens if token is not None]
+            params: list[tuple[str, str | int | float | bool | None]] = [
+                ("token", token) for token in tokens if token is not None
+            ]
             count = events_count(db.engine)
             response = client.request(
                 method, path, params=params, headers=headers, content=body or None
@@ -460,7 +462,7 @@ def test_forged_events_are_never_applied_as_posted(db: Any, store: SimulatedStor
     real, retype, move, unknown, unknown_real_order, other = list(first_of_each.values())[:6]
 
     def forged(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
-        copy = json.loads(json.dumps(event))
+        copy: dict[str, Any] = json.loads(json.dumps(event))
         copy["data"].update(changes.pop("data", {}))
         copy.update(changes)
         return copy
@@ -507,8 +509,8 @@ def _api_event(store: SimulatedStore, event_id: str) -> dict[str, Any]:
     answer = httpx.get(
         f"{store.api_url}/events/{event_id}", headers={"Authorization": f"Bearer {KEY}"}
     )
-    body = answer.json()
-    return body if body.get("object") == "event" else body["data"]
+    body: dict[str, Any] = answer.json()
+    return body if body.get("object") == "event" else dict(body["data"])
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"], indirect=True)
@@ -701,7 +703,7 @@ def test_no_secret_or_email_in_logs_metrics_status_or_errors(db: Any, tmp_path: 
                     "SYNCD_MAX_ATTEMPTS": "1",
                 }
             )
-            bad = [
+            bad: list[dict[str, Any]] = [
                 {"number": victim},
                 {"total": victim},
                 {"customer": {"id": victim, "email": victim, "orders_count": victim}},
