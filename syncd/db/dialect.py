@@ -70,10 +70,15 @@ def database_url(raw: str, variable: str = "SYNCD_DATABASE_URL") -> URL:
     return url
 
 
+def kind(url: URL) -> str:
+    """The database's kind as ``url`` names it: postgresql, mysql or sqlite."""
+    return url.get_backend_name()
+
+
 def is_embedded(url: URL) -> bool:
     """Whether ``url`` names an embedded database (SQLite: a file or memory,
     no server to reach)."""
-    return url.get_backend_name() == "sqlite"
+    return kind(url) == "sqlite"
 
 
 def database_file(url: URL) -> str | None:

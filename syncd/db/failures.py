@@ -111,7 +111,7 @@ def _where(url: URL | None) -> str:
         return f"file {url.database}" if url.database else "(SQLite in memory)"
     host = url.host or "localhost"
     port = f":{url.port}" if url.port else ""
-    parts = [f"{url.get_backend_name()} at {host}{port}"]
+    parts = [f"{dialect.kind(url)} at {host}{port}"]
     if url.database:
         parts.append(f"database {url.database}")
     if url.username:
