@@ -24,16 +24,17 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from syncd.config import Settings, StoreConfig
 from syncd.db import dialect
 from syncd.db.engine import current_revision, head_revision
 from syncd.inbox import GroupCommitter, backlog, utcnow
-from syncd.ops import watchdog
+from syncd.ops import request_id, watchdog
 from syncd.ops.metrics import Freshness, Metrics
 from syncd.ops.request_id import RequestIdMiddleware
 from syncd.ops.status import freshness
-from syncd.receiver import WebhookEndpoint, error
+from syncd.receiver import WEBHOOK_PATH, WebhookEndpoint, error, webhook_store
 from syncd.reconcile import reconcile_store
 from syncd.scheduler import Job, start_scheduler
 from syncd.shoperti.client import ShopertiClient
@@ -238,6 +239,50 @@ class Daemon:
         return self._backlog
 
 
+class SyncdApp(Starlette):
+    """The daemon's routes, with a lane of its own for webhooks.
+
+    A webhook POST skips Starlette's router and its middleware layers (the
+    request id is bound here as RequestIdMiddleware does; an unexpected
+    error answers as ``server_error`` and is raised on, as Starlette's outer
+    middleware does): they cost more per request than the rest of the
+    hand-over to the inbox. Any other request, or a webhook path not matched
+    exactly, takes the routes, which answer the same for a webhook."""
+
+    webhook: WebhookEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.webhook is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+        ):
+            store = webhook_store(scope["path"])
+            if store is not None:
+                await self._webhook(self.webhook, scope, receive, send, store)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _webhook(
+        self, webhook: WebhookEndpoint, scope: Scope, receive: Receive, send: Send, store: str
+    ) -> None:
+        scope["app"] = self
+        if store:
+            scope["path_params"] = {"store": store}
+        request = Request(scope, receive, send)
+        with request_id.bound(scope) as rid:
+            try:
+                response = await webhook.handle(request)
+            except Exception as exc:
+                response = await server_error(request, exc)
+                response.headers[request_id.HEADER] = rid
+                await response(scope, receive, send)
+                raise
+            response.headers[request_id.HEADER] = rid
+            await response(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     engine: Engine,
@@ -256,10 +301,10 @@ def create_app(
         front_engine=front_engine,
     )
     webhook = WebhookEndpoint(settings, daemon.committer, daemon.metrics, daemon.worker.wake)
-    app = Starlette(
+    app = SyncdApp(
         routes=[
-            Route("/webhooks/shoperti", webhook.handle, methods=["POST"]),
-            Route("/webhooks/shoperti/{store}", webhook.handle, methods=["POST"]),
+            Route(WEBHOOK_PATH, webhook.handle, methods=["POST"]),
+            Route(WEBHOOK_PATH + "/{store}", webhook.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_route, methods=["GET"]),
@@ -272,6 +317,7 @@ def create_app(
     # ("/webhooks/shoperti/" is a 404, not a 307 to the route without the slash).
     app.router.redirect_slashes = False
     app.state.daemon = daemon
+    app.webhook = webhook
     return app
 
 

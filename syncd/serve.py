@@ -111,6 +111,9 @@ def build_server(settings: Settings, app: ASGIApp) -> _Server:
         access_log=False,  # it would print query strings: the webhook token
         timeout_graceful_shutdown=max(math.ceil(settings.shutdown_grace), 1),
         server_header=False,
+        # Nothing reads the client's address or scheme: X-Forwarded-* would
+        # only cost a rewrite per request.
+        proxy_headers=False,
         # Idle and slow connections are closed (syncd.connections).
         http=guarded_protocol(settings.header_timeout, connection_cap()),
         timeout_keep_alive=settings.keepalive_timeout,

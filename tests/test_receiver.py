@@ -8,6 +8,7 @@ SQLite, PostgreSQL and MariaDB.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -28,9 +29,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from syncd.app import create_app
 from syncd.config import load_settings
 from syncd.db.engine import make_engine, upgrade
 from syncd.db.models import metadata
+from syncd.receiver import WebhookEndpoint, webhook_store
 from syncd.worker import apply_pending
 from tests.factories import order_event
 from tests.support import assert_error, daemon, serving, stored, wait_for
@@ -294,6 +297,59 @@ def test_unknown_store_and_path_get_404(db: Any) -> None:
         # The default store answers on its own name too.
         assert client.post("/webhooks/shoperti/default", content=event).status_code == 200
     assert [(row["store"], row["id"]) for row in stored(db.engine)] == [("default", "evt_1")]
+
+
+@pytest.mark.parametrize(
+    ("path", "store"),
+    [
+        ("/webhooks/shoperti", ""),
+        ("/webhooks/shoperti/norte", "norte"),
+        ("/webhooks/shoperti/", None),
+        ("/webhooks/shoperti/a/b", None),
+        ("/webhooks/shopertix", None),
+        ("/x/webhooks/shoperti", None),
+        ("/healthz", None),
+    ],
+)
+def test_the_webhook_lane_takes_exactly_the_routes_paths(path: str, store: str | None) -> None:
+    assert webhook_store(path) == store
+
+
+def test_webhook_paths_the_lane_leaves_to_the_routes_answer_as_before(db: Any) -> None:
+    with daemon(db.url, db.engine, run_worker=False) as client:
+        event = body(order_event("evt_1"))
+        for path in ("/webhooks/shoperti/", "/webhooks/shoperti/default/x"):
+            answer = client.post(path, content=event)
+            assert assert_error(answer, 404) == "not found"  # never a 307 (docs/api.md)
+            assert answer.headers["x-request-id"]
+        answer = client.post(
+            "/webhooks/shoperti/default", content=event, headers={"X-Request-ID": "req-lane-0001"}
+        )
+        assert answer.status_code == 200
+        assert answer.headers["x-request-id"] == "req-lane-0001"
+    assert [row["id"] for row in stored(db.engine)] == ["evt_1"]
+
+
+def test_an_unexpected_error_in_the_lane_answers_503_and_is_raised_on(
+    sqlite_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(WebhookEndpoint, "_handle", broken)
+    settings = load_settings({"SYNCD_DATABASE_URL": sqlite_db.url})
+    app = create_app(settings, sqlite_db.engine, run_worker=False, run_scheduler=False)
+
+    async def post(raise_app_exceptions: bool) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url="http://syncd") as client:
+            return await client.post("/webhooks/shoperti", content=body(order_event("e")))
+
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(post(True))
+    answer = asyncio.run(post(False))
+    assert assert_error(answer, 503) == "internal error; nothing was stored, retry later"
+    assert answer.headers["x-request-id"]
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])

@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -32,6 +34,17 @@ def accept_or_make(incoming: str | None) -> str:
     return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
+@contextmanager
+def bound(scope: Scope) -> Iterator[str]:
+    """The request's id, current while the block runs (on its log lines)."""
+    request_id = accept_or_make(Headers(scope=scope).get(HEADER))
+    token = current.set(request_id)
+    try:
+        yield request_id
+    finally:
+        current.reset(token)
+
+
 class RequestIdMiddleware:
     """Pure ASGI middleware (no response buffering, lifespan passes through)."""
 
@@ -42,15 +55,11 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = accept_or_make(Headers(scope=scope).get(HEADER))
+        with bound(scope) as request_id:
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[HEADER] = request_id
-            await send(message)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    MutableHeaders(scope=message)[HEADER] = request_id
+                await send(message)
 
-        token = current.set(request_id)
-        try:
             await self.app(scope, receive, send_with_id)
-        finally:
-            current.reset(token)
