@@ -79,17 +79,17 @@ class _Reading:
 
 class BodyDeadlines:
     """Bounds the time each request may take to send its body, with one
-    sweeper task for all of them instead of a timer per request (which
-    costs more than the rest of reading a webhook's body). The sweeper runs
-    while a read is under way and cancels a read still going at its
-    deadline, at most a tenth of the bound (or 0.25 s) late; the read then
-    raises TimeoutError, as under :func:`asyncio.timeout`."""
+    sweep for all of them instead of a timer per request (which costs more
+    than the rest of reading a webhook's body). The sweep is a loop callback
+    that re-arms itself while a read is under way; it cancels a read still
+    going at its deadline, at most a tenth of the bound (or 0.25 s) late,
+    and the read then raises TimeoutError, as under :func:`asyncio.timeout`."""
 
     def __init__(self, within: float) -> None:
         self.within = within
         self._interval = min(max(within / 10, 0.01), 0.25)
         self._reads: deque[_Reading] = deque()  # deadlines in order: the bound is the same
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[float]:
@@ -98,8 +98,8 @@ class BodyDeadlines:
         assert task is not None
         reading = _Reading(asyncio.get_running_loop().time() + self.within, task)
         self._reads.append(reading)
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="syncd-body-deadlines")
+        if self._sweep_timer is None:
+            self._arm(asyncio.get_running_loop())
         try:
             yield reading.deadline
         except asyncio.CancelledError:
@@ -109,19 +109,24 @@ class BodyDeadlines:
         finally:
             reading.done = True
 
-    async def _sweep(self) -> None:
-        loop, reads = asyncio.get_running_loop(), self._reads
-        try:
-            while reads:
-                await asyncio.sleep(self._interval)
-                now = loop.time()
-                while reads and (reads[0].done or reads[0].deadline <= now):
-                    reading = reads.popleft()
-                    if not reading.done:
-                        reading.expired = True
-                        reading.task.cancel()
-        finally:
-            self._sweeper = None
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweep_timer = loop.call_later(self._interval, self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweep_timer = None
+        reads, now = self._reads, loop.time()
+        while reads and (reads[0].done or reads[0].deadline <= now):
+            reading = reads.popleft()
+            if not reading.done:
+                reading.expired = True
+                reading.task.cancel()
+        if reads:
+            self._arm(loop)
+
+    @property
+    def sweeping(self) -> bool:
+        """A sweep is due (some read was under way at the last one)."""
+        return self._sweep_timer is not None
 
 
 async def read_limited(request: Request, limit: int, deadlines: BodyDeadlines) -> bytes:

@@ -849,3 +849,41 @@ def test_bad_api_key_is_a_config_error_that_does_not_show_it(key: str) -> None:
     assert caught.value.variable == "SYNCD_API_KEY"
     if key:
         assert key.strip() not in str(caught.value)
+
+
+def test_one_object_requests_wait_while_a_429_keeps_the_gate_closed() -> None:
+    # Verification, refresh and audit fetch one object at a time, many in
+    # flight: one 429 must hold them all for its Retry-After, not only the
+    # request it answered, or the API sees a storm of refused requests.
+    sent: list[str] = []
+    paused = asyncio.Event()
+    release = asyncio.Event()
+    delays: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path.rsplit("/", 1)[1])
+        if len(sent) == 1:
+            return status(429, **{"Retry-After": "3"})
+        return ok({"id": sent[-1]})
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        paused.set()
+        await release.wait()
+
+    async def main() -> list[str]:
+        transport = httpx.MockTransport(handler)
+        async with ShopertiClient(API, KEY, transport=transport, sleep=sleep) as client:
+            first = asyncio.create_task(client.get_copy("order", "ord_1"))
+            await asyncio.wait_for(paused.wait(), 5)
+            others = [asyncio.create_task(client.get_copy("order", f"ord_{n}")) for n in (2, 3)]
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert sent == ["ord_1"], sent  # nobody asks while the API says it is busy
+            release.set()
+            copies = await asyncio.wait_for(asyncio.gather(first, *others), 5)
+            return [str(copy.data["id"]) for copy in copies]
+
+    assert asyncio.run(main()) == ["ord_1", "ord_2", "ord_3"]
+    assert delays == [3.0]
+    assert sorted(sent) == ["ord_1", "ord_1", "ord_2", "ord_3"]

@@ -42,7 +42,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from syncd.config import StoreConfig, api_key_problem, api_url_problem
+from syncd.config import DEFAULT_API_CONCURRENCY, StoreConfig, api_key_problem, api_url_problem
 from syncd.errors import (
     ApiAuthError,
     ApiError,
@@ -262,6 +262,7 @@ class ShopertiClient:
         store: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        concurrency: int = DEFAULT_API_CONCURRENCY,
     ) -> None:
         self._base = _parse_api_url(api_url)
         self._origin = _Origin.of(self._base)
@@ -281,7 +282,9 @@ class ShopertiClient:
         self._sleep = sleep
         self._rng = rng or random.Random()  # jitter, not cryptography
         self._clock = clock
-        # One window for the store's listings, so what a 429 taught outlives a listing.
+        # One window for the store's listings, so what a 429 taught outlives a
+        # listing; one-object requests wait while a 429 keeps it closed.
+        self._concurrency = concurrency
         self._gate: _Gate | None = None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -299,7 +302,13 @@ class ShopertiClient:
             raise ConfigError(
                 "SYNCD_API_URL", f"store {store.name!r} has no API URL and key configured"
             )
-        return cls(store.api_url, store.api_key.reveal(), store=store.name, on_response=on_response)
+        return cls(
+            store.api_url,
+            store.api_key.reveal(),
+            store=store.name,
+            on_response=on_response,
+            concurrency=store.api_concurrency,
+        )
 
     def __repr__(self) -> str:
         store = f", store={self.store!r}" if self.store is not None else ""
@@ -360,6 +369,11 @@ class ShopertiClient:
         answer = await self._get_answer(resource, object_id)
         return _unwrap_single(f"{resource}.get", answer.body)
 
+    def _shared_gate(self) -> _Gate:
+        if self._gate is None:
+            self._gate = _Gate(self._concurrency, self._sleep)
+        return self._gate
+
     async def _get_answer(self, resource: Resource, object_id: str | int) -> _Answer:
         endpoint = f"{resource}.get"
         text_id = str(object_id)
@@ -369,7 +383,10 @@ class ShopertiClient:
         url = self._base.copy_with(
             path=f"{self._base.path.rstrip('/')}/{resource}/{quote(text_id, safe='')}"
         )
-        return await self._answer(endpoint, url)
+        # Bounded by their callers (verification, refresh, audit), not by the
+        # listings' window: they only wait while a 429 keeps the gate closed,
+        # and a 429 of theirs closes it for everyone.
+        return await self._answer(endpoint, url, gate=self._shared_gate(), slot=False)
 
     # -- listings ---------------------------------------------------------------
 
@@ -564,27 +581,30 @@ class ShopertiClient:
         params: Mapping[str, str | int] | None = None,
         gate: _Gate | None = None,
         priority: int = 0,
+        slot: bool = True,
     ) -> _Answer:
         """GET ``url`` with retries; a 2xx answer's decoded JSON and Date header.
 
         With a ``gate`` each attempt waits for a slot (lowest ``priority``
         first), a 429 narrows the gate and closes it for the ``Retry-After``,
-        and a 2xx counts towards widening it again."""
+        and a 2xx counts towards widening it again. Without a ``slot`` an
+        attempt only waits while the gate is closed."""
         if _Origin.of(url) != self._origin:  # pragma: no cover - guarded by callers
             raise ApiError(f"{endpoint}: refusing to send the API key outside the API origin")
         headers = {"Authorization": f"Bearer {self._api_key}"}
         for attempt in range(1, self._max_attempts + 1):
-            epoch = await gate.acquire(priority) if gate is not None else 0
+            epoch = await _enter(gate, priority, slot)
             sent_at = datetime.now(UTC)
             try:
                 result = await self._attempt(endpoint, url, params, headers)
                 if gate is not None:
                     if isinstance(result, _Answer):
-                        gate.success()
+                        if slot:
+                            gate.success()
                     elif result.status == 429:
                         gate.busy(epoch)
             finally:
-                if gate is not None:
+                if gate is not None and slot:
                     gate.release()
             if isinstance(result, _Answer):
                 return result._replace(sent_at=sent_at)
@@ -757,6 +777,12 @@ class ShopertiClient:
 # -- concurrency of a listing ------------------------------------------------------
 
 
+async def _enter(gate: _Gate | None, priority: int, slot: bool) -> int:
+    if gate is None:
+        return 0
+    return await gate.acquire(priority) if slot else await gate.wait_open()
+
+
 class _Gate:
     """How many list requests of one store (one client) may be in flight:
     additive increase, multiplicative decrease, as TCP does for its window.
@@ -787,6 +813,8 @@ class _Gate:
         self._pausing = 0
         self._order = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._reopened = asyncio.Event()  # set while no 429 keeps the gate closed
+        self._reopened.set()
 
     def _open(self) -> bool:
         return self._pausing == 0 and self.in_flight < self.window
@@ -810,6 +838,13 @@ class _Gate:
                 return self._epoch
             # A 429 closed the gate between the grant and now: wait for it to open.
             self.in_flight -= 1
+
+    async def wait_open(self) -> int:
+        """Wait while a 429 keeps the gate closed, taking no slot; returns
+        the window's epoch for :meth:`busy`."""
+        while self._pausing:
+            await self._reopened.wait()
+        return self._epoch
 
     def release(self) -> None:
         self.in_flight -= 1
@@ -838,6 +873,7 @@ class _Gate:
         """The API answered 429 to a request sent in ``epoch``: the gate closes
         at once; the caller must then :meth:`pause`, which opens it again."""
         self._pausing += 1
+        self._reopened.clear()
         self._successes = 0
         if epoch != self._epoch:
             return  # sent before the last narrowing, which already counted it
@@ -858,6 +894,8 @@ class _Gate:
             await self._sleep(seconds)
         finally:
             self._pausing -= 1
+            if self._pausing == 0:
+                self._reopened.set()
             self._wake()
 
 
