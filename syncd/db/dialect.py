@@ -9,6 +9,7 @@ and cross-process locks. The rest of syncd stays dialect-free.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -421,18 +422,25 @@ def _copy(
 ) -> None:
     """COPY ``rows`` into ``target``, each value converted by its column's
     type as a statement would (UTC times, money, JSON)."""
-    convert = [_bind_processor(table.c[name].type, conn.dialect) for name in columns]
+    # The values of a row in one C call; only the columns whose type converts
+    # (times, money, JSON) are touched in Python.
+    converting = [
+        (index, fn)
+        for index, name in enumerate(columns)
+        if (fn := _bind_processor(table.c[name].type, conn.dialect)) is not None
+    ]
+    pick = operator.itemgetter(*columns, *columns[:1])  # always a tuple, one extra at the end
+    width = len(columns)
     raw = conn.connection.driver_connection
     assert raw is not None
     quoted = ", ".join(f'"{name}"' for name in columns)
     with raw.cursor() as cursor, cursor.copy(f'COPY "{target}" ({quoted}) FROM STDIN') as copy:
+        write = copy.write_row
         for row in rows:
-            copy.write_row(
-                [
-                    value if fn is None else fn(value)
-                    for fn, value in zip(convert, (row[name] for name in columns), strict=True)
-                ]
-            )
+            values = list(pick(row)[:width])
+            for index, fn in converting:
+                values[index] = fn(values[index])
+            write(values)
 
 
 def _bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> Any:
