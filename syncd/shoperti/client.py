@@ -609,6 +609,8 @@ class ShopertiClient:
             if isinstance(result, _Answer):
                 return result._replace(sent_at=sent_at)
             if attempt == self._max_attempts:
+                if gate is not None and result.status == 429:
+                    await gate.pause(0)  # busy() closed it; nobody is left to wait here
                 raise result.give_up(attempt) from result.cause
             delay = result.delay if result.delay is not None else self._backoff(attempt)
             log.warning(
