@@ -610,7 +610,7 @@ class ShopertiClient:
                 return result._replace(sent_at=sent_at)
             if attempt == self._max_attempts:
                 if gate is not None and result.status == 429:
-                    await gate.pause(0)  # busy() closed it; nobody is left to wait here
+                    gate.reopen()  # busy() closed it; nobody is left to wait here
                 raise result.give_up(attempt) from result.cause
             delay = result.delay if result.delay is not None else self._backoff(attempt)
             log.warning(
@@ -895,10 +895,14 @@ class _Gate:
         try:
             await self._sleep(seconds)
         finally:
-            self._pausing -= 1
-            if self._pausing == 0:
-                self._reopened.set()
-            self._wake()
+            self.reopen()
+
+    def reopen(self) -> None:
+        """End what one :meth:`busy` began (the gate opens once none is left)."""
+        self._pausing -= 1
+        if self._pausing == 0:
+            self._reopened.set()
+        self._wake()
 
 
 # -- helpers (envelope only) -----------------------------------------------------
