@@ -272,15 +272,16 @@ class SyncdApp(Starlette):
             scope["path_params"] = {"store": store}
         request = Request(scope, receive, send)
         with request_id.bound(scope) as rid:
+            unexpected: Exception | None = None
             try:
                 response = await webhook.handle(request)
             except Exception as exc:
+                unexpected = exc
                 response = await server_error(request, exc)
-                response.headers[request_id.HEADER] = rid
-                await response(scope, receive, send)
-                raise
             response.headers[request_id.HEADER] = rid
             await response(scope, receive, send)
+            if unexpected is not None:
+                raise unexpected
 
 
 def create_app(

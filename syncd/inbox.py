@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Connection
 from syncd.config import StoreConfig
 from syncd.db import dialect
 from syncd.db.models import Event as EventRow
+from syncd.deadlines import DeadlineSweep
 from syncd.errors import DatabaseUnavailable
 from syncd.shoperti import wire
 from syncd.vocabulary import BACKLOG, EventSource, EventStatus, VerifyMode
@@ -254,9 +254,8 @@ class GroupCommitter:
     as the database does, long after the platform's sender gave up. Past it
     the request is told "not committed" (503: the platform retries); its row
     stays queued and may still commit later, which is harmless, since the
-    inbox ignores an id it holds already. One sweeper task enforces the bound
-    for all requests (a timer per request costs more than the rest of the
-    hand-over); it fires within a tenth of the bound (at most 0.25 s) late.
+    inbox ignores an id it holds already. One
+    :class:`~syncd.deadlines.DeadlineSweep` keeps the bound for all requests.
     """
 
     def __init__(
@@ -268,15 +267,11 @@ class GroupCommitter:
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-inbox")
         self._task: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        # (deadline, future) in the order put: the bound is the same for all,
-        # so the deadlines are in order too.
-        self._waiting: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._deadlines = DeadlineSweep(commit_timeout)
         self.commits = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="syncd-group-commit")
-        self._sweeper = asyncio.create_task(self._sweep(), name="syncd-commit-deadlines")
 
     @property
     def running(self) -> bool:
@@ -287,41 +282,28 @@ class GroupCommitter:
         """Commit what is queued, then stop."""
         if self._task is not None:
             await self._queue.join()
-            for task in (self._task, self._sweeper):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            self._task = self._sweeper = None
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         self._executor.shutdown(wait=True)
 
     async def put(self, row: dict[str, Any]) -> None:
         """Returns once ``row`` is committed; raises DatabaseUnavailable if not."""
         if self._task is None:
             raise DatabaseUnavailable("the inbox is not accepting events")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((loop.time() + self.commit_timeout, future))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def expire() -> None:
+            future.set_exception(
+                DatabaseUnavailable(
+                    f"not committed within {self.commit_timeout:g} s (it may be later)"
+                )
+            )
+
+        self._deadlines.watch(future.done, expire)
         self._queue.put_nowait((row, future))  # unbounded: never waits
         await future
-
-    async def _sweep(self) -> None:
-        """Tell each request still waiting past its deadline that its event
-        is not committed (yet)."""
-        loop = asyncio.get_running_loop()
-        waiting = self._waiting
-        interval = min(max(self.commit_timeout / 10, 0.01), 0.25)
-        while True:
-            await asyncio.sleep(interval)
-            now = loop.time()
-            while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
-                _, future = waiting.popleft()
-                if not future.done():
-                    future.set_exception(
-                        DatabaseUnavailable(
-                            f"not committed within {self.commit_timeout:g} s (it may be later)"
-                        )
-                    )
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from syncd.config import Settings, StoreConfig
+from syncd.deadlines import DeadlineSweep
 from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import GroupCommitter, event_row
 from syncd.ops.metrics import Metrics
@@ -71,62 +71,40 @@ DRAIN_IDLE_SECONDS = 1.0
 
 @dataclass(eq=False)
 class _Reading:
-    deadline: float
     task: asyncio.Task[Any]
     done: bool = False
     expired: bool = False
 
+    def expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
 
 class BodyDeadlines:
     """Bounds the time each request may take to send its body, with one
-    sweep for all of them instead of a timer per request (which costs more
-    than the rest of reading a webhook's body). The sweep is a loop callback
-    that re-arms itself while a read is under way; it cancels a read still
-    going at its deadline, at most a tenth of the bound (or 0.25 s) late,
-    and the read then raises TimeoutError, as under :func:`asyncio.timeout`."""
+    :class:`~syncd.deadlines.DeadlineSweep` for all of them: a read still
+    going at its deadline is cancelled and raises TimeoutError, as under
+    :func:`asyncio.timeout`."""
 
     def __init__(self, within: float) -> None:
         self.within = within
-        self._interval = min(max(within / 10, 0.01), 0.25)
-        self._reads: deque[_Reading] = deque()  # deadlines in order: the bound is the same
-        self._sweep_timer: asyncio.TimerHandle | None = None
+        self.sweep = DeadlineSweep(within)
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[float]:
         """Yields the deadline (the loop's clock) of the read in the block."""
         task = asyncio.current_task()
         assert task is not None
-        reading = _Reading(asyncio.get_running_loop().time() + self.within, task)
-        self._reads.append(reading)
-        if self._sweep_timer is None:
-            self._arm(asyncio.get_running_loop())
+        reading = _Reading(task)
+        deadline = self.sweep.watch(lambda: reading.done, reading.expire)
         try:
-            yield reading.deadline
+            yield deadline
         except asyncio.CancelledError:
             if reading.expired and task.uncancel() == 0:
                 raise TimeoutError from None
             raise
         finally:
             reading.done = True
-
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._sweep_timer = loop.call_later(self._interval, self._sweep, loop)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._sweep_timer = None
-        reads, now = self._reads, loop.time()
-        while reads and (reads[0].done or reads[0].deadline <= now):
-            reading = reads.popleft()
-            if not reading.done:
-                reading.expired = True
-                reading.task.cancel()
-        if reads:
-            self._arm(loop)
-
-    @property
-    def sweeping(self) -> bool:
-        """A sweep is due (some read was under way at the last one)."""
-        return self._sweep_timer is not None
 
 
 async def read_limited(request: Request, limit: int, deadlines: BodyDeadlines) -> bytes:

@@ -49,12 +49,12 @@ def test_the_sweep_stops_when_no_read_is_under_way_and_starts_again() -> None:
     async def scenario() -> None:
         deadlines = BodyDeadlines(0.2)
         assert await _read(deadlines, 0) == "read"
-        assert deadlines.sweeping
+        assert deadlines.sweep.sweeping
         for _ in range(100):  # nothing left to watch: the sweep stops re-arming
-            if not deadlines.sweeping:
+            if not deadlines.sweep.sweeping:
                 break
             await asyncio.sleep(0.02)
-        assert not deadlines.sweeping
+        assert not deadlines.sweep.sweeping
         with pytest.raises(TimeoutError):
             await _read(deadlines, 30)  # a new sweep bounds the next read
 

@@ -370,9 +370,8 @@ class ShopertiClient:
         return _unwrap_single(f"{resource}.get", answer.body)
 
     def _shared_gate(self) -> _Gate:
-        if self._gate is None:
-            self._gate = _Gate(self._concurrency, self._sleep)
-        return self._gate
+        """The listings' gate if one is open, else one of the store's concurrency."""
+        return self._gate if self._gate is not None else self._gate_for(self._concurrency)
 
     async def _get_answer(self, resource: Resource, object_id: str | int) -> _Answer:
         endpoint = f"{resource}.get"
