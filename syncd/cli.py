@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     from sqlalchemy.exc import SQLAlchemyError
 
-    from syncd.ops import logs
+    from syncd.ops import logs, memory
 
     logs.setup("WARNING" if args.command == "demo" else "INFO")
     database_url: str | None = None
@@ -243,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger().setLevel(settings.log_level)
         action = getattr(args, "db_command", None) or getattr(args, "events_command", None)
         handler = HANDLERS[(args.command, action)]
+        memory.settle()
         return handler(settings, args)
     except SyncdError as exc:
         print(f"syncd: {exc}", file=sys.stderr)

@@ -39,7 +39,7 @@ from syncd.app import create_app
 from syncd.config import Settings
 from syncd.connections import connection_cap, guarded_protocol, log_out_of_descriptors
 from syncd.db.engine import check_schema_at_head, make_engine
-from syncd.ops import systemd
+from syncd.ops import memory, systemd
 
 log = logging.getLogger("syncd.serve")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -134,6 +134,7 @@ async def serve(settings: Settings) -> None:
         # Applying runs in a child process: it would otherwise share this
         # process's interpreter lock with the receiver (syncd.worker_process).
         app = create_app(settings, engine, apply_in_process=True, front_engine=front)
+        memory.settle()  # what the app built is kept for good: out of the collector's way
         server = build_server(settings, app)
         try:
             await server.serve()

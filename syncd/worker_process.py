@@ -62,11 +62,12 @@ def _start_child(
         target=_exit_with, args=(parent, heartbeat), name="syncd-orphan", daemon=True
     ).start()
     from syncd.db.engine import make_engine
-    from syncd.ops import logs
+    from syncd.ops import logs, memory
 
     logs.setup(log_level)
     logs.hide(hidden)
     _engine = make_engine(database_url)
+    memory.settle()
 
 
 def _exit_with(parent: int, heartbeat: c_double | None = None) -> None:
