@@ -278,7 +278,8 @@ class SyncdApp(Starlette):
             except Exception as exc:
                 unexpected = exc
                 response = await server_error(request, exc)
-            response.headers[request_id.HEADER] = rid
+            # No response of the route names it yet: appended, not looked up.
+            response.raw_headers.append((request_id.HEADER.encode(), rid.encode()))
             await response(scope, receive, send)
             if unexpected is not None:
                 raise unexpected

@@ -27,6 +27,7 @@ from syncd.deadlines import DeadlineSweep
 from syncd.errors import DatabaseUnavailable, WireError
 from syncd.inbox import GroupCommitter, event_row
 from syncd.ops.metrics import Metrics
+from syncd.ops.request_id import header
 from syncd.shoperti import wire
 from syncd.vocabulary import EventSource
 
@@ -113,7 +114,7 @@ async def read_limited(request: Request, limit: int, deadlines: BodyDeadlines) -
     (within the same time, up to DRAIN_FACTOR times the limit)."""
     loop = asyncio.get_running_loop()
     bound = limit * DRAIN_FACTOR
-    declared = request.headers.get("content-length")
+    declared = header(request.scope, b"content-length")
     too_large = declared is not None and declared.isdigit() and int(declared) > limit
     if too_large and int(declared or 0) > bound:
         raise BodyTooLarge  # not worth reading
@@ -197,14 +198,12 @@ class WebhookEndpoint:
         counter.inc()
         # A store at full tilt sends thousands a minute: successes are DEBUG,
         # refusals WARNING (they mean a misconfigured sender or an outage).
-        facts: dict[str, Any] = {"store": label, "status": response.status_code}
-        if response.status_code >= 400:
-            facts["reason"] = _reason_of(response)
-        log.log(
-            logging.DEBUG if response.status_code < 300 else logging.WARNING,
-            "webhook.answered",
-            extra=facts,
-        )
+        level = logging.DEBUG if response.status_code < 300 else logging.WARNING
+        if log.isEnabledFor(level):
+            facts: dict[str, Any] = {"store": label, "status": response.status_code}
+            if response.status_code >= 400:
+                facts["reason"] = _reason_of(response)
+            log.log(level, "webhook.answered", extra=facts)
         return response
 
     async def _handle(self, request: Request, store: StoreConfig | None) -> Response:

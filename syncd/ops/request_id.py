@@ -18,14 +18,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
+_RAW_HEADER = HEADER.encode()
 current: ContextVar[str | None] = ContextVar("syncd_request_id", default=None)
 _TOKEN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 _PREFIX = os.urandom(8).hex()
 _COUNTER = itertools.count(1)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case, as ASGI servers pass
+    names) in an HTTP ``scope``, as ``Headers(scope=scope).get`` would read
+    it, without building a mapping for every request."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def accept_or_make(incoming: str | None) -> str:
@@ -37,7 +48,7 @@ def accept_or_make(incoming: str | None) -> str:
 @contextmanager
 def bound(scope: Scope) -> Iterator[str]:
     """The request's id, current while the block runs (on its log lines)."""
-    request_id = accept_or_make(Headers(scope=scope).get(HEADER))
+    request_id = accept_or_make(header(scope, _RAW_HEADER))
     token = current.set(request_id)
     try:
         yield request_id
