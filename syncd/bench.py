@@ -55,6 +55,7 @@ from sqlalchemy import Column, MetaData, String, Table
 
 from syncd.db import dialect
 from syncd.db.engine import make_engine, upgrade
+from syncd.ops import memory
 
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a local benchmark
 KEY = "sk_bench"
@@ -303,6 +304,99 @@ def run_bare(port: int, url: str | None = None) -> None:
     uvloop.run(uvicorn.Server(config).serve())
 
 
+# --- the receiving app alone -----------------------------------------------------------------
+
+
+def app_alone(url: str, which: str, bodies: Sequence[bytes], concurrency: int) -> float:
+    """CPU milliseconds per request of the receiving app alone: syncd's
+    (``which="syncd"``: the webhook lane and the group commit, no worker, no
+    scheduler) or the minimal durable receiver's, each request handed to the
+    app through ASGI in this process, with no HTTP server, socket or load
+    generator to share the cores with. The steadiest figure for the
+    receiver's own code; what uvicorn adds is the same for both. The first
+    200 bodies warm up. Meant to run in a process of its own."""
+    import uvloop
+    from starlette.types import Message
+
+    reset(url)
+    query = b""
+    if which == "syncd":
+        from syncd.app import create_app
+        from syncd.config import load_settings
+
+        settings = load_settings(
+            {"SYNCD_DATABASE_URL": url, "SYNCD_WEBHOOK_SECRET": TOKEN, "SYNCD_VERIFY": "off"}
+        )
+        app = create_app(
+            settings,
+            make_engine(url),
+            run_worker=False,
+            run_scheduler=False,
+            front_engine=make_engine(url, pool_size=3),
+        )
+        memory.settle()  # as syncd serve does once its app is built
+        query = f"token={TOKEN}".encode()
+    else:
+        app = minimal_app(url)
+
+    async def post(body: bytes) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/webhooks/shoperti",
+            "raw_path": b"/webhooks/shoperti",
+            "root_path": "",
+            "query_string": query,
+            "headers": [
+                (b"host", b"127.0.0.1"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive() -> Message:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # no disconnect while the app is at work
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await app(scope, receive, send)
+        if statuses != [200]:
+            raise RuntimeError(f"{which}: answered {statuses}")
+
+    async def load(part: Sequence[bytes]) -> None:
+        queued = iter(part)
+
+        async def client() -> None:
+            for body in queued:
+                await post(body)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+
+    async def run() -> float:
+        async with contextlib.AsyncExitStack() as stack:
+            if which == "syncd":
+                await stack.enter_async_context(app.router.lifespan_context(app))
+            await load(bodies[:200])
+            started = time.process_time()  # every thread of the process: the writer's too
+            await load(bodies[200:])
+            return (time.process_time() - started) / len(bodies[200:]) * 1e3
+
+    return uvloop.run(run())
+
+
 # --- the benchmark ----------------------------------------------------------------------------
 
 
@@ -480,6 +574,7 @@ def bench_backfill(
             }
         )
         engine = make_engine(url)
+        memory.settle()  # as the CLI does before a command
 
         async def backfill() -> tuple[int, int]:
             async with ShopertiClient(api_url, KEY, on_response=tally) as client:
@@ -606,6 +701,32 @@ def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str
     return result
 
 
+def _app_alone_child(url: str, args: argparse.Namespace, which: str, concurrency: int) -> float:
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "syncd",
+            "bench",
+            "--app-alone-child",
+            which,
+            "--events",
+            str(args.events),
+            "--seed",
+            str(args.seed),
+            "--concurrency",
+            str(concurrency),
+            "--database-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, float] = orjson.loads(child.stdout.strip().splitlines()[-1])
+    return result["cpu_ms"]
+
+
 def process_tree(pid: int) -> set[int]:
     """``pid`` and its descendants (Linux /proc)."""
     found = {pid}
@@ -697,6 +818,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backfill-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-api-latency", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--child-api-allowed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--app-alone-child", choices=("syncd", "minimal"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
@@ -712,6 +834,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(orjson.dumps(result).decode())
             return 0
+        if args.app_alone_child:
+            bodies = make_events(args.events + 200, args.seed)
+            cpu_ms = app_alone(url, args.app_alone_child, bodies, int(args.concurrency))
+            print(orjson.dumps({"cpu_ms": cpu_ms}).decode())
+            return 0
         upgrade(url)
         print(
             f"syncd bench on {url.split('@')[-1]} — {os.cpu_count()} cores, "
@@ -724,6 +851,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             bodies = make_events(args.events * len(concurrencies) + 200, args.seed)
             r = bench_acks(url, bodies, concurrencies, args.rate)
             print_acks(r, concurrencies)
+            for c in concurrencies:
+                ours, minimal = (
+                    _app_alone_child(url, args, name, c) for name in ("syncd", "minimal")
+                )
+                print(
+                    f"app alone concurrency {c}, in process (no HTTP server, no load generator): "
+                    f"syncd {ours:.3f} ms, minimal {minimal:.3f} ms of CPU per request; "
+                    f"syncd/minimal = {ours / minimal:.2f}",
+                    flush=True,
+                )
             fixed = r["fixed_rate"]
             print(
                 f"fixed     {fixed.ok} events at {args.rate:.0f}/s: p50 "
