@@ -27,6 +27,10 @@ SQLite file in a temporary directory):
    pages * latency / allowed and the zero-latency backfill's time, their
    ratio (bound / time, 1.0 is the best possible) and the share of requests
    refused as busy.
+6. **app alone**: syncd's webhook app and the minimal durable receiver
+   driven in process through ASGI (no HTTP server, socket or load
+   generator), CPU per request: the receiver's own code, steadier than
+   the HTTP runs.
 
 The first line times a fixed pure-Python loop, so that figures from two
 machines can be compared. Not part of the test run; see README "Performance"
