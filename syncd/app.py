@@ -279,7 +279,7 @@ class SyncdApp(Starlette):
                 unexpected = exc
                 response = await server_error(request, exc)
             # No response of the route names it yet: appended, not looked up.
-            response.raw_headers.append((request_id.HEADER.encode(), rid.encode()))
+            response.raw_headers.append((request_id.RAW_HEADER, rid.encode()))
             await response(scope, receive, send)
             if unexpected is not None:
                 raise unexpected

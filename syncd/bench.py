@@ -679,24 +679,12 @@ def _backfilled(url: str) -> int:
     return _count_events(url, Event.source == "backfill", Event.type.like("order%"))
 
 
-def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+def _child(url: str, args: argparse.Namespace, *flags: str) -> dict[str, Any]:
+    """``syncd bench`` run again in a process of its own (so that its RSS
+    and CPU are its own) with ``flags``; its last line, as JSON."""
+    command = [sys.executable, "-m", "syncd", "bench", "--seed", str(args.seed)]
     child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "syncd",
-            "bench",
-            "--backfill-child",
-            "--orders",
-            str(args.orders),
-            "--seed",
-            str(args.seed),
-            "--database-url",
-            url,
-            "--api-concurrency",
-            str(args.api_concurrency),
-            *extra,
-        ],
+        [*command, "--database-url", url, *flags],
         capture_output=True,
         text=True,
         check=True,
@@ -705,30 +693,22 @@ def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str
     return result
 
 
-def _app_alone_child(url: str, args: argparse.Namespace, which: str, concurrency: int) -> float:
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "syncd",
-            "bench",
-            "--app-alone-child",
-            which,
-            "--events",
-            str(args.events),
-            "--seed",
-            str(args.seed),
-            "--concurrency",
-            str(concurrency),
-            "--database-url",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+def _backfill_child(url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    return _child(
+        url,
+        args,
+        "--backfill-child",
+        "--orders",
+        str(args.orders),
+        "--api-concurrency",
+        str(args.api_concurrency),
+        *extra,
     )
-    result: dict[str, float] = orjson.loads(child.stdout.strip().splitlines()[-1])
-    return result["cpu_ms"]
+
+
+def _app_alone_child(url: str, args: argparse.Namespace, which: str, concurrency: int) -> float:
+    flags = ("--app-alone-child", which, "--events", str(args.events))
+    return float(_child(url, args, *flags, "--concurrency", str(concurrency))["cpu_ms"])
 
 
 def process_tree(pid: int) -> set[int]:
@@ -856,9 +836,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r = bench_acks(url, bodies, concurrencies, args.rate)
             print_acks(r, concurrencies)
             for c in concurrencies:
-                ours, minimal = (
-                    _app_alone_child(url, args, name, c) for name in ("syncd", "minimal")
-                )
+                ours = _app_alone_child(url, args, "syncd", c)
+                minimal = _app_alone_child(url, args, "minimal", c)
                 print(
                     f"app alone concurrency {c}, in process (no HTTP server, no load generator): "
                     f"syncd {ours:.3f} ms, minimal {minimal:.3f} ms of CPU per request; "

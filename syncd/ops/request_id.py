@@ -22,7 +22,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "x-request-id"
-_RAW_HEADER = HEADER.encode()
+RAW_HEADER = HEADER.encode()
 current: ContextVar[str | None] = ContextVar("syncd_request_id", default=None)
 _TOKEN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 _PREFIX = os.urandom(8).hex()
@@ -48,7 +48,7 @@ def accept_or_make(incoming: str | None) -> str:
 @contextmanager
 def bound(scope: Scope) -> Iterator[str]:
     """The request's id, current while the block runs (on its log lines)."""
-    request_id = accept_or_make(header(scope, _RAW_HEADER))
+    request_id = accept_or_make(header(scope, RAW_HEADER))
     token = current.set(request_id)
     try:
         yield request_id
